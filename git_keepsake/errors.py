@@ -1,0 +1,49 @@
+"""The one exception tree: every error git-keepsake raises on purpose is a KeepsakeError."""
+
+from __future__ import annotations
+
+
+class KeepsakeError(Exception):
+    """Something the user can fix; `hint` says how."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message} ({self.hint})"
+        return self.message
+
+
+class InvalidArgument(KeepsakeError, ValueError):
+    """A bad value passed to the API: raised at once, before anything is written."""
+
+
+class ConfigError(KeepsakeError):
+    """keepsake.yaml (or a repository URL) is wrong."""
+
+
+class NotFound(KeepsakeError):
+    """No experiment, checkpoint or file matches."""
+
+
+class Ambiguous(KeepsakeError):
+    """An ID prefix matches more than one thing."""
+
+
+class CorruptRepository(KeepsakeError):
+    """Repository data that can't be parsed."""
+
+
+class IncompatibleRepository(KeepsakeError):
+    """A repository written by a newer, incompatible format version."""
+
+
+class StorageError(KeepsakeError):
+    """Blob storage failed (I/O, permissions, network)."""
+
+
+class UnsafeTarball(KeepsakeError):
+    """A tarball member would land outside the target directory or is not a regular file."""

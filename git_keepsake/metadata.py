@@ -1,0 +1,231 @@
+"""The Keepsake 0.4 JSON format: IDs, timestamps, values, NaN quirks, byte-exact encoding."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import re
+import secrets
+from typing import Any
+
+from .errors import InvalidArgument
+
+ID_LENGTH = 64
+SHORT_ID_LENGTH = 7
+_ID_RE = re.compile(r"[0-9a-f]{64}")
+
+# Go's encoding/json can't write NaN or infinities, so Keepsake stores them as these strings.
+_FLOAT_TO_WIRE = {"nan": "[NaN]", "inf": "[+Infinity]", "-inf": "[-Infinity]"}
+_WIRE_TO_FLOAT = {v: float(k) for k, v in _FLOAT_TO_WIRE.items()}
+
+# Field order of Keepsake's Go structs: its files list fields in this order (maps are sorted).
+EXPERIMENT_FIELDS = (
+    "id",
+    "created",
+    "params",
+    "host",
+    "user",
+    "config",
+    "command",
+    "path",
+    "python_version",
+    "python_packages",
+    "checkpoints",
+    "keepsake_version",
+)
+CHECKPOINT_FIELDS = ("id", "created", "metrics", "step", "path", "primary_metric")
+# Nested Go structs keep their declared field order too; every other map is sorted.
+_STRUCTS = {"config": ("repository", "storage"), "primary_metric": ("name", "goal")}
+GOALS = ("minimize", "maximize")
+
+
+def new_id() -> str:
+    """A random 64-hex ID, as Keepsake makes them (not a content hash)."""
+    return secrets.token_hex(ID_LENGTH // 2)
+
+
+def is_id(value: str) -> bool:
+    return bool(_ID_RE.fullmatch(value))
+
+
+# --- timestamps -------------------------------------------------------------------------------
+
+_RFC3339_RE = re.compile(
+    r"(\d{4})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?(Z|z|[+-]\d\d:\d\d)"
+)
+
+
+def format_time(when: dt.datetime) -> str:
+    """RFC 3339 in UTC with a Z, trailing zeros trimmed like Go's RFC3339Nano."""
+    when = when.astimezone(dt.timezone.utc)
+    text = when.strftime("%Y-%m-%dT%H:%M:%S")
+    if when.microsecond:
+        text += "." + f"{when.microsecond:06d}".rstrip("0")
+    return text + "Z"
+
+
+def parse_time(text: str) -> dt.datetime:
+    """Parse RFC 3339 with 0 to 9 fractional digits (Go writes nanoseconds; Python keeps micro)."""
+    m = _RFC3339_RE.fullmatch(text.strip()) if isinstance(text, str) else None
+    if not m:
+        raise ValueError(f"not an RFC 3339 timestamp: {text!r}")
+    year, month, day, hour, minute, second, frac, zone = m.groups()
+    micro = int((frac or "0").ljust(6, "0")[:6])
+    if zone in ("Z", "z"):
+        tz = dt.timezone.utc
+    else:
+        sign = 1 if zone[0] == "+" else -1
+        tz = dt.timezone(sign * dt.timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6])))
+    when = dt.datetime(
+        int(year), int(month), int(day), int(hour), int(minute), int(second), micro, tzinfo=tz
+    )
+    return when.astimezone(dt.timezone.utc)
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+# --- values ---------------------------------------------------------------------------------
+
+
+def to_json_value(value: Any, where: str) -> Any:
+    """Convert a param or metric to plain JSON types, or raise InvalidArgument naming `where`.
+
+    numpy/torch/tensorflow/jax scalars and arrays are converted (users log `loss.item()` and
+    `np.float32` alike); NaN and infinities stay floats and are encoded the Keepsake way on write.
+    """
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise InvalidArgument(
+                    f"{where} has a key that is not a string: {key!r}",
+                    hint="use string keys, e.g. str(key)",
+                )
+            out[key] = to_json_value(item, f"{where}[{key!r}]")
+        return out
+    if isinstance(value, (list, tuple)):
+        return [to_json_value(item, f"{where}[{i}]") for i, item in enumerate(value)]
+    converted = _from_array_library(value)
+    if converted is not _UNCONVERTIBLE:
+        return to_json_value(converted, where)
+    raise InvalidArgument(
+        f"{where} is not JSON-representable: {type(value).__name__} {value!r:.60}",
+        hint="use str, int, float, bool, None, lists and dicts of them",
+    )
+
+
+_UNCONVERTIBLE = object()
+_ARRAY_LIBRARIES = {"numpy", "torch", "tensorflow", "jax", "jaxlib"}
+
+
+def _from_array_library(value: Any) -> Any:
+    """Scalars/arrays from numpy, torch, tensorflow, jax, detected without importing them."""
+    module = type(value).__module__.split(".")[0]
+    if module not in _ARRAY_LIBRARIES:
+        return _UNCONVERTIBLE
+    try:
+        if hasattr(value, "detach"):  # torch: leave the autograd graph and the GPU first
+            value = value.detach().cpu()
+        elif module == "tensorflow" and hasattr(value, "numpy"):
+            value = value.numpy()
+        return value.tolist()
+    except Exception:
+        return _UNCONVERTIBLE
+
+
+def to_wire(value: Any) -> Any:
+    """Replace NaN/±inf floats (anywhere) by Keepsake's marker strings."""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "[NaN]"
+        if math.isinf(value):
+            return "[+Infinity]" if value > 0 else "[-Infinity]"
+        return value
+    if isinstance(value, dict):
+        return {k: to_wire(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [to_wire(v) for v in value]
+    return value
+
+
+def from_wire(value: Any) -> Any:
+    """The inverse of to_wire: Keepsake's marker strings become float NaN/±inf again."""
+    if isinstance(value, str):
+        return _WIRE_TO_FLOAT.get(value, value)
+    if isinstance(value, dict):
+        return {k: from_wire(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [from_wire(v) for v in value]
+    return value
+
+
+# --- encoding -------------------------------------------------------------------------------
+
+
+def _sorted_maps(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _sorted_maps(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted_maps(v) for v in value]
+    return value
+
+
+def _encode_field(key: str, value: Any, level: int) -> str:
+    order = _STRUCTS.get(key)
+    if order and isinstance(value, dict):
+        value = {k: value[k] for k in (*order, *sorted(set(value) - set(order))) if k in value}
+    else:
+        value = _sorted_maps(value)
+    return _encode(to_wire(value), level)
+
+
+def _encode(value: Any, level: int) -> str:
+    """JSON as Go's MarshalIndent(v, "", " ") writes it, nested `level` deep."""
+    text = json.dumps(value, indent=1, ensure_ascii=False, allow_nan=False)
+    return text.replace("\n", "\n" + " " * level) if level else text
+
+
+def _encode_struct(fields: list[tuple[str, Any]], level: int) -> str:
+    pad = " " * (level + 1)
+    body = ",\n".join(f"{pad}{json.dumps(k)}: {v}" for k, v in fields)
+    return "{\n" + body + "\n" + " " * level + "}"
+
+
+def encode_checkpoint(checkpoint: dict[str, Any], level: int = 2) -> str:
+    """One checkpoint object, at the nesting level it has inside an experiment file."""
+    keys = [*CHECKPOINT_FIELDS, *(k for k in checkpoint if k not in CHECKPOINT_FIELDS)]
+    fields = [(k, _encode_field(k, checkpoint.get(k), level + 1)) for k in keys]
+    return " " * level + _encode_struct(fields, level)
+
+
+def encode_experiment(experiment: dict[str, Any], checkpoint_texts: list[str]) -> str:
+    """An experiment file: Keepsake's field order, 1-space indent, sorted maps, no final newline.
+
+    Checkpoints arrive pre-encoded (encode_checkpoint) so that a run with thousands of them
+    re-encodes only the new ones; extra fields (ours) follow Keepsake's, which ignores them.
+    """
+    fields = []
+    for key in [*EXPERIMENT_FIELDS, *(k for k in experiment if k not in EXPERIMENT_FIELDS)]:
+        if key == "checkpoints":
+            text = "[\n" + ",\n".join(checkpoint_texts) + "\n ]" if checkpoint_texts else "null"
+        else:
+            text = _encode_field(key, experiment.get(key), 1)
+        fields.append((key, text))
+    return _encode_struct(fields, 0)
+
+
+def decode(text: str | bytes, what: str) -> dict[str, Any]:
+    """Parse one metadata file; the caller turns ValueError into a CorruptRepository."""
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} is not a JSON object")
+    return data

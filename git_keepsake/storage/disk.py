@@ -1,0 +1,98 @@
+"""Blob storage in a local (or mounted) directory."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..errors import NotFound, StorageError
+from . import Storage
+
+
+class DiskStorage(Storage):
+    def __init__(self, root: Path):
+        self.root = root
+        self.url = "file://" + root.as_posix()
+
+    def _path(self, key: str) -> Path:
+        return self.root.joinpath(*key.split("/"))
+
+    def _write_atomically(self, key: str, write) -> None:
+        """Write through a temp file in the target folder, then rename over the key."""
+        target = self._path(key)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-" + target.name)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    write(f)
+                os.chmod(tmp, 0o644)
+                os.replace(tmp, target)
+            except BaseException:
+                _unlink(tmp)
+                raise
+        except OSError as e:
+            raise StorageError(f"could not write {target}: {e.strerror or e}") from e
+
+    def put_file(self, key: str, local_path: str | os.PathLike, *, consume: bool = False) -> None:
+        if consume:
+            target = self._path(key)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.chmod(local_path, 0o644)
+                os.replace(local_path, target)  # same filesystem: free and atomic
+                return
+            except OSError:
+                pass  # another filesystem: copy below
+
+        def copy(f):
+            with open(local_path, "rb") as src:
+                shutil.copyfileobj(src, f, 4 << 20)
+
+        self._write_atomically(key, copy)
+
+    def get_file(self, key: str, local_path: str | os.PathLike) -> None:
+        try:
+            shutil.copyfile(self._path(key), local_path)
+        except FileNotFoundError as e:
+            raise NotFound(f"{key} is not in {self.url}") from e
+        except OSError as e:
+            raise StorageError(f"could not read {self._path(key)}: {e.strerror or e}") from e
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self._write_atomically(key, lambda f: f.write(data))
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError as e:
+            raise NotFound(f"{key} is not in {self.url}") from e
+        except OSError as e:
+            raise StorageError(f"could not read {self._path(key)}: {e.strerror or e}") from e
+
+    def list(self, prefix: str) -> Iterator[str]:
+        base = self._path(prefix.rstrip("/"))
+        for dirpath, _dirs, files in os.walk(base):
+            rel = Path(dirpath).relative_to(self.root).as_posix()
+            for name in files:
+                if not name.startswith(".tmp-"):
+                    yield f"{rel}/{name}" if rel != "." else name
+
+    def delete(self, key: str) -> None:
+        _unlink(self._path(key))
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def local_path(self, key: str) -> Path | None:
+        return self._path(key)
+
+
+def _unlink(path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

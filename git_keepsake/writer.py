@@ -1,0 +1,272 @@
+"""The background writer: turns staged snapshots into tarballs and metadata in the repository.
+
+`checkpoint()` only copies files into a staging folder on local disk and queues a job; this thread
+does the slow part. Jobs run in order, so a metadata file is written after the tarballs it names
+(readers never see a checkpoint whose files are missing). Metadata writes of one experiment are
+coalesced and throttled: a run logging 10,000 checkpoints does not rewrite an ever-growing JSON
+file 10,000 times, yet `flush()`/`stop()`/exit always leave it complete.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import shutil
+import sys
+import threading
+import time
+import weakref
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import KeepsakeError, StorageError
+from .repository import Repository, tarball_key
+from .tarball import write_tarball
+
+if TYPE_CHECKING:
+    from .experiment import Experiment
+
+# Metadata writes may take at most this share of the writer's time while checkpoints stream in.
+METADATA_TIME_SHARE = 0.1
+RETRY_DELAYS = (0.5, 2.0, 5.0)
+SLOW_FLUSH_NOTICE_SECONDS = 1.0
+JOB_FILE = "job.json"
+
+
+def strict() -> bool:
+    """GIT_KEEPSAKE_STRICT=1 turns storage warnings into exceptions (the test suite sets it)."""
+    return os.environ.get("GIT_KEEPSAKE_STRICT", "") not in ("", "0")
+
+
+def warn(message: str) -> None:
+    print(f"git-keepsake: warning: {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class TarballJob:
+    kind: str  # "experiments" or "checkpoints"
+    object_id: str
+    staged: Path  # staging folder: files/<relpath> and job.json
+    files: list[str]
+    on_stored: object = None  # callable run once the tarball is safely in the repository
+
+
+@dataclass
+class MetadataJob:
+    experiment: Experiment
+
+
+@dataclass
+class _Pending:
+    jobs: deque = field(default_factory=deque)
+    metadata_queued: dict = field(default_factory=dict)  # experiment id -> count of queued jobs
+    deferred: dict = field(default_factory=dict)  # experiment id -> (experiment, due time)
+
+
+class Writer:
+    """One background thread per project that writes everything to its repository, in order."""
+
+    def __init__(self, repository: Repository, staging_dir: Path):
+        self.repository = repository
+        self.staging_dir = staging_dir
+        self._cond = threading.Condition()
+        self._pending = _Pending()
+        self._busy = False
+        self._flushers = 0
+        self._errors: list[KeepsakeError] = []
+        self._metadata_cost: dict[str, float] = {}
+        self._thread: threading.Thread | None = None
+        _live_writers.add(self)
+
+    # --- called by the training thread ---
+
+    def stage(self, object_id: str, project_dir: Path, files: list[str], meta: dict) -> Path:
+        """Copy files to a private staging folder now, so the script may overwrite them at once."""
+        staged = self.staging_dir / object_id
+        root = staged / "files"
+        made = set()
+        for rel in files:
+            target = root / rel
+            if target.parent not in made:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                made.add(target.parent)
+            shutil.copyfile(project_dir / rel, target)
+            if os.access(project_dir / rel, os.X_OK):
+                os.chmod(target, 0o755)
+        # Written last: its presence says the staged copy is complete (the journal entry).
+        (staged / JOB_FILE).write_text(json.dumps({**meta, "files": files}))
+        return staged
+
+    def submit(self, job: TarballJob | MetadataJob) -> None:
+        with self._cond:
+            self._pending.jobs.append(job)
+            if isinstance(job, MetadataJob):
+                key = job.experiment.id
+                self._pending.metadata_queued[key] = self._pending.metadata_queued.get(key, 0) + 1
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="git-keepsake-writer", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify_all()
+
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._pending.jobs) + len(self._pending.deferred) + int(self._busy)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything queued so far is written; False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        notice_at = time.monotonic() + SLOW_FLUSH_NOTICE_SECONDS
+        noticed = False
+        with self._cond:
+            self._flushers += 1
+            self._cond.notify_all()
+            try:
+                while self._pending.jobs or self._pending.deferred or self._busy:
+                    now = time.monotonic()
+                    if deadline is not None and now >= deadline:
+                        return False
+                    if not noticed and now >= notice_at:
+                        noticed = True
+                        count = len(self._pending.jobs) + int(self._busy)
+                        print(
+                            f"git-keepsake: waiting for {count} pending write(s) "
+                            f"to {self.repository.url}...",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                    waits = [0.2]
+                    if deadline is not None:
+                        waits.append(deadline - now)
+                    self._cond.wait(max(0.0, min(waits)))
+            finally:
+                self._flushers -= 1
+        return True
+
+    def raise_errors(self) -> None:
+        """In strict mode, surface a background failure in the training thread."""
+        with self._cond:
+            errors, self._errors = self._errors, []
+        if errors and strict():
+            raise errors[0]
+
+    # --- the writer thread ---
+
+    def _next_job(self):
+        """The next job to run, or None when there is nothing due yet (after waiting a bit)."""
+        with self._cond:
+            while True:
+                p = self._pending
+                if p.jobs:
+                    self._busy = True
+                    return p.jobs.popleft()
+                if p.deferred:
+                    now = time.monotonic()
+                    key, (experiment, due) = min(p.deferred.items(), key=lambda kv: kv[1][1])
+                    if self._flushers or due <= now:
+                        del p.deferred[key]
+                        self._busy = True
+                        return _ForcedMetadata(experiment)
+                    self._cond.wait(due - now)
+                else:
+                    self._cond.notify_all()  # wake flushers: all done
+                    self._cond.wait()
+
+    def _run(self) -> None:
+        while True:
+            job = self._next_job()
+            try:
+                self._do(job)
+            except KeepsakeError as e:
+                self._fail(e)
+            except Exception as e:  # a bug must not kill the thread and hang flush() forever
+                self._fail(StorageError(f"unexpected error while writing: {e!r}"))
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def _do(self, job) -> None:
+        if isinstance(job, TarballJob):
+            self._with_retries(
+                lambda: self._write_tarball(job), f"{job.kind[:-1]} {job.object_id[:7]}"
+            )
+            if job.on_stored:
+                job.on_stored()
+            return
+        experiment = job.experiment
+        if isinstance(job, MetadataJob):
+            with self._cond:
+                queued = self._pending.metadata_queued
+                queued[experiment.id] -= 1
+                if queued[experiment.id]:
+                    return  # a later job will write the same file with more in it
+                del queued[experiment.id]
+                if not self._flushers and self._throttled(experiment):
+                    last_end, cost = self._metadata_cost.get(experiment.id, (0.0, 0.0))
+                    due = last_end + cost / METADATA_TIME_SHARE
+                    self._pending.deferred[experiment.id] = (experiment, due)
+                    return
+                self._pending.deferred.pop(experiment.id, None)
+        self._with_retries(
+            lambda: self._write_metadata(experiment), f"experiment {experiment.id[:7]}"
+        )
+
+    def _throttled(self, experiment: Experiment) -> bool:
+        last_end, cost = self._metadata_cost.get(experiment.id, (0.0, 0.0))
+        return time.monotonic() < last_end + cost / METADATA_TIME_SHARE
+
+    def _write_tarball(self, job: TarballJob) -> None:
+        self.repository.ensure_created()
+        tmp = job.staged / "snapshot.tar.gz"
+        write_tarball(tmp, job.object_id, [(rel, job.staged / "files" / rel) for rel in job.files])
+        self.repository.storage.put_file(tarball_key(job.kind, job.object_id), tmp, consume=True)
+        shutil.rmtree(job.staged, ignore_errors=True)
+
+    def _write_metadata(self, experiment: Experiment) -> None:
+        start = time.monotonic()
+        self.repository.ensure_created()
+        self.repository.write_experiment(experiment.id, experiment._stored_json())
+        end = time.monotonic()
+        self._metadata_cost[experiment.id] = (end, end - start)
+
+    def _with_retries(self, action, what: str) -> None:
+        for attempt, delay in enumerate((*RETRY_DELAYS, None)):
+            try:
+                action()
+                return
+            except (OSError, StorageError) as e:
+                error = e if isinstance(e, StorageError) else StorageError(str(e))
+                if delay is None or strict():
+                    raise StorageError(
+                        f"could not write {what} to {self.repository.url}: {error.message}",
+                        hint="its files stay staged locally; `git keepsake sync` retries",
+                    ) from e
+                if attempt == 0:
+                    warn(f"writing {what} failed ({error.message}); retrying")
+                time.sleep(delay)
+
+    def _fail(self, error: KeepsakeError) -> None:
+        warn(f"{error}; training goes on")
+        with self._cond:
+            self._errors.append(error)
+
+
+@dataclass
+class _ForcedMetadata:
+    experiment: Experiment
+
+
+_live_writers: weakref.WeakSet[Writer] = weakref.WeakSet()
+
+
+def flush_all(timeout: float | None = None) -> None:
+    for writer in list(_live_writers):
+        writer.flush(timeout)
+
+
+atexit.register(flush_all)
