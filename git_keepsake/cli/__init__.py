@@ -35,6 +35,7 @@ class KeepsakeGroup(click.Group):
 def cli(ctx, repository, project_directory):
     """Version control for machine-learning experiments, native to git.
 
+    \b
     Example:
         git keepsake ls
     """
@@ -50,8 +51,10 @@ def cli(ctx, repository, project_directory):
 def ls(project, as_json, quiet):
     """List experiments, oldest first.
 
+    \b
     Example:
         git keepsake ls
+        git keepsake ls --json
     """
     from .ls import render_ls
 
@@ -60,7 +63,10 @@ def ls(project, as_json, quiet):
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        cli.main(args=argv, prog_name="git keepsake", standalone_mode=False)
+        # Without standalone mode click returns ctx.exit()'s code instead of exiting.
+        code = cli.main(args=argv, prog_name="git keepsake", standalone_mode=False)
+        if isinstance(code, int):
+            return code
     except click.exceptions.Exit as e:
         return e.exit_code
     except click.ClickException as e:
