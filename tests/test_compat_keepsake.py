@@ -1,4 +1,4 @@
-"""Both ways against the real Keepsake 0.4.2: its CLI reads what we write, we read what it writes."""
+"""Both ways against the real Keepsake 0.4.2: it reads what we write, we read what it writes."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def make_project(project):
 def test_keepsake_ls_reads_what_we_write(project):
     make_project(project)
     experiment = keepsake.init(path=".", params=PARAMS)
-    for step, loss in enumerate([0.9, 0.3, 0.5]):
+    for loss in [0.9, 0.3, 0.5]:
         (project / "model.pth").write_bytes(os.urandom(2000))
         experiment.checkpoint(
             path="model.pth",
@@ -98,7 +98,8 @@ def test_we_read_what_keepsake_writes(project, tmp_path):
     keepsake_python(
         "import keepsake\n"
         f"e = keepsake.init(path='.', params={PARAMS!r})\n"
-        "e.checkpoint(path='model.pth', metrics={'loss': 0.5}, primary_metric=('loss', 'minimize'))\n"
+        "e.checkpoint(path='model.pth', metrics={'loss': 0.5},\n"
+        "             primary_metric=('loss', 'minimize'))\n"
         "e.checkpoint(metrics={'loss': 0.25}, primary_metric=('loss', 'minimize'))\n"
         "e.stop()\n",
         cwd=project,
