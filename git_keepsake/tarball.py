@@ -112,6 +112,9 @@ class _RunningCrc:
 
     def update(self, data: bytes) -> None:
         if self._thread is None:
+            if len(data) < CHUNK:  # headers and small files: not worth a thread
+                self._crc = zlib.crc32(data, self._crc)
+                return
             self._thread = threading.Thread(target=self._run, name="git-keepsake-crc", daemon=True)
             self._thread.start()
         self._chunks.put(data)
