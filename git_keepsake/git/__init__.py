@@ -1,0 +1,1 @@
+"""Everything git-keepsake keeps in git; the only package that imports pygit2."""
