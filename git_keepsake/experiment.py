@@ -12,6 +12,7 @@ import shlex
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,11 @@ from .errors import Ambiguous, InvalidArgument, KeepsakeError, NotFound
 from .heartbeat import is_alive
 from .writer import MetadataJob, TarballJob, strict, warn
 
+# Experiment refs are packed once this many are loose: listing 10,000 loose refs is 5-20x slower.
+LOOSE_REFS_TO_PACK = 512
+
 if TYPE_CHECKING:
+    from .git.repo import GitRepo
     from .project import Project
 
 
@@ -58,18 +63,40 @@ class Experiment:
         self.python_version = python_version
         self.python_packages = python_packages
         self.keepsake_version = keepsake_version
-        self.checkpoints = CheckpointList(checkpoints)
-        for chk in self.checkpoints:
-            chk._experiment = self
+        self._checkpoints: CheckpointList | None = None
+        self._load_checkpoints: Callable[[], list[dict[str, Any]]] | None = None
+        self._summary: dict[str, Checkpoint | None] | None = None  # best/latest, from the index
         self._extra = extra or {}
         self._created_text: str | None = None
-        self._step = max((c.step for c in self.checkpoints if c.step is not None), default=-1)
         self._lock = threading.Lock()
+        self._set_checkpoints(checkpoints)
+        self._step = max((c.step for c in self.checkpoints if c.step is not None), default=-1)
+        self._git: GitRepo | None = None  # set in the process that records it into git
+        self._git_metadata: str | None = None  # the metadata commit this process wrote last
+        self._note_due = False  # the note on HEAD should be (re)written with the next metadata
         self._encoded: dict[str, str] = {}  # checkpoint id -> its JSON text, encoded once
         self._running_here = False  # started by this process and not stopped yet
 
     def __repr__(self) -> str:
         return f"Experiment(id={self.id!r}, params={self.params!r})"
+
+    @property
+    def checkpoints(self) -> CheckpointList:
+        """All checkpoints, oldest first (read on first use for experiments from a listing)."""
+        if self._checkpoints is None:
+            load, self._load_checkpoints = self._load_checkpoints, None
+            self._set_checkpoints(Checkpoint.from_json(c) for c in load())
+        return self._checkpoints
+
+    @checkpoints.setter
+    def checkpoints(self, value: Iterable[Checkpoint]) -> None:
+        self._set_checkpoints(value)
+
+    def _set_checkpoints(self, checkpoints: Iterable[Checkpoint]) -> None:
+        self._checkpoints = CheckpointList(checkpoints)
+        self._summary = None
+        for chk in self._checkpoints:
+            chk._experiment = self
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Experiment) and other.id == self.id
@@ -149,6 +176,9 @@ class Experiment:
         if self._running_here:
             self._running_here = False
             _running.discard(self)
+            if self._git is not None:
+                self._note_due = True  # the note on HEAD gets the final best metric
+                self._project.writer.submit(MetadataJob(self))
             try:
                 self._project.writer.flush()
             finally:
@@ -158,10 +188,14 @@ class Experiment:
     # --- reading ---
 
     def latest(self) -> Checkpoint | None:
+        if self._summary is not None:
+            return self._summary["latest"]
         return self.checkpoints[-1] if self.checkpoints else None
 
     def best(self) -> Checkpoint | None:
         """The checkpoint with the best primary metric; missing and NaN values are ignored."""
+        if self._summary is not None:
+            return self._summary["best"]
         candidates = [c for c in self.checkpoints if c.primary_metric_value() is not None]
         if not candidates:
             return None
@@ -184,9 +218,8 @@ class Experiment:
     @property
     def duration(self) -> dt.timedelta | None:
         """Time from start to the latest checkpoint (None without checkpoints), as Keepsake."""
-        if not self.checkpoints:
-            return None
-        return self.checkpoints[-1].created - self.created
+        latest = self.latest()
+        return None if latest is None else latest.created - self.created
 
     def plot(self, metric: str | None = None, logy: bool = False, plot_only: bool = False):
         """Plot a metric (default: the primary one) against step, with matplotlib."""
@@ -205,7 +238,14 @@ class Experiment:
     # --- the format ---
 
     @classmethod
-    def from_json(cls, project: Project, data: dict[str, Any]) -> Experiment:
+    def from_json(
+        cls,
+        project: Project,
+        data: dict[str, Any],
+        lazy: Callable[[], list[dict[str, Any]]] | None = None,
+    ) -> Experiment:
+        """An experiment from its JSON; with `lazy`, its checkpoints are read by calling it,
+        on first use (listings build thousands of experiments and look at few checkpoints)."""
         known = set(metadata.EXPERIMENT_FIELDS)
         created_text = data.get("created") or ""
         experiment = cls(
@@ -221,10 +261,15 @@ class Experiment:
             python_version=data.get("python_version"),
             python_packages=data.get("python_packages"),
             keepsake_version=data.get("keepsake_version"),
-            checkpoints=[Checkpoint.from_json(c) for c in data.get("checkpoints") or ()],
+            checkpoints=()
+            if lazy
+            else [Checkpoint.from_json(c) for c in data.get("checkpoints") or ()],
             extra={k: v for k, v in data.items() if k not in known},
         )
         experiment._created_text = created_text
+        if lazy is not None:
+            experiment._checkpoints = None
+            experiment._load_checkpoints = lazy
         return experiment
 
     def _head_json(self) -> dict[str, Any]:
@@ -259,6 +304,41 @@ class Experiment:
                 text = self._encoded[chk.id] = metadata.encode_checkpoint(chk.to_json())
             texts.append(text)
         return metadata.encode_experiment(self._head_json(), texts)
+
+    def _record_in_git(self, text: str) -> None:
+        """Called by the writer after the blob-storage JSON: the same bytes go to git, and the
+        note on HEAD is refreshed when due. A failure warns; the blob storage copy stands."""
+        git, info = self._git, self._extra.get("git") or {}
+        if git is None:
+            return
+        from .git.repo import RefMoved
+
+        try:
+            first = self._git_metadata is None
+            self._git_metadata = git.write_metadata(
+                self.id, info["snapshot"], text.encode(), self._git_metadata, time.time()
+            )
+            if first and git.loose_ref_count() > LOOSE_REFS_TO_PACK:
+                git.pack_refs()
+            if self._note_due and info.get("commit"):
+                self._note_due = False
+                git.update_note(info["commit"], self.id, self._note_line())
+        except RefMoved as e:
+            self._git = None  # deleted (git keepsake rm): do not bring it back
+            warn(f"experiment {self.short_id()} is no longer recorded in git: {e.message}")
+        except KeepsakeError as e:
+            if strict():
+                raise
+            warn(f"could not record experiment {self.short_id()} in git: {e.message}")
+
+    def _note_line(self) -> str:
+        from .git.notes import format_note_line
+
+        best = self.best()
+        summary = None
+        if best is not None and best.primary_metric:
+            summary = (best.primary_metric["name"], best.primary_metric_value(), best.step)
+        return format_note_line(self.id, self.params, summary)
 
 
 class ExperimentList(list):
@@ -329,6 +409,7 @@ class ExperimentCollection:
             keepsake_version=__version__,
         )
         project.keep_repository_out_of_git()
+        _snapshot_in_git(project, experiment, rel, files, quiet)
         if files is not None:
             staged = _stage(project, experiment.id, files, "experiments", experiment.id)
             if staged is not None:
@@ -349,31 +430,15 @@ class ExperimentCollection:
 
     def list(self, filter: Callable[[Experiment], bool] | None = None) -> ExperimentList:
         """All experiments, oldest first; `filter` keeps those it returns True for."""
-        experiments = self._load_all()
+        experiments = self.project.catalog.list()
         if filter is not None:
             experiments = [e for e in experiments if filter(e)]
         return ExperimentList(sorted(experiments, key=lambda e: e.created))
 
     def get(self, id_or_prefix: str) -> Experiment:
         """The experiment whose ID starts with `id_or_prefix` (any unambiguous prefix)."""
-        repository = self.project.repository
-        repository.check_version()
-        experiment_id = resolve_prefix(id_or_prefix, repository.experiment_ids(), "experiment")
-        return self._load(repository.read_experiment(experiment_id))
-
-    def _load_all(self) -> list[Experiment]:
-        repository = self.project.repository
-        repository.check_version()
-        out = []
-        for data in repository.read_experiments():
-            try:
-                out.append(self._load(data))
-            except (KeyError, ValueError, TypeError) as e:
-                warn(f"skipping unreadable experiment {str(data.get('id'))[:7]}: {e!r}")
-        return out
-
-    def _load(self, data: dict[str, Any]) -> Experiment:
-        return Experiment.from_json(self.project, data)
+        catalog = self.project.catalog
+        return catalog.get(resolve_prefix(id_or_prefix, catalog.ids(), "experiment"))
 
 
 def resolve_prefix(prefix: str, ids: Iterable[str], what: str) -> str:
@@ -475,6 +540,49 @@ def _snapshot_files(project: Project, path: Any, what: str) -> tuple[str | None,
     if full.is_file():
         return rel, [rel]
     return rel, project.snapshot_files(rel)
+
+
+def _snapshot_in_git(
+    project: Project, experiment: Experiment, rel: str | None, files: list[str] | None, quiet: bool
+) -> None:
+    """Record the code as a snapshot commit under refs/keepsake/experiments/<id> (in git only)."""
+    git = project.git
+    if git is None:
+        return
+    from .git.repo import GitError
+
+    message = f"keepsake: experiment {experiment.short_id()}"
+    message += f" (snapshot of '{rel}')\n" if rel else " (no snapshot path)\n"
+    if experiment.params:
+        message += "\n" + "\n".join(f"{k}: {v!r}" for k, v in experiment.params.items()) + "\n"
+    limit = project.git_max_file_size
+    try:
+        snapshot = git.snapshot(
+            experiment.id, rel, files or [], message, experiment.created.timestamp(), limit
+        )
+        remote = git.remote_url()
+    except GitError as e:
+        if strict():
+            raise
+        warn(f"could not record experiment {experiment.short_id()} in git: {e.message}")
+        return
+    experiment._git = git
+    experiment._note_due = True
+    experiment._extra["git"] = {
+        "commit": snapshot.head,
+        "branch": snapshot.branch,
+        "dirty": snapshot.dirty,
+        "snapshot": snapshot.commit,
+        "remote": remote,
+    }
+    if snapshot.left_out and not quiet:
+        shown = ", ".join(snapshot.left_out[:5]) + (", ..." if len(snapshot.left_out) > 5 else "")
+        print(
+            f"git-keepsake: {len(snapshot.left_out)} untracked file(s) over "
+            f"{limit / 1e6:g} MB left out of the git snapshot (they are in the experiment's "
+            f"tarball; set git_max_file_size in keepsake.yaml to change): {shown}",
+            file=sys.stderr,
+        )
 
 
 def _stage(project: Project, object_id: str, files: list[str], kind: str, experiment_id: str):

@@ -14,14 +14,18 @@ from .repository import Repository
 from .storage import open_storage
 
 if TYPE_CHECKING:
+    from .catalog import Catalog
     from .checkpoint import CheckpointCollection
     from .experiment import ExperimentCollection
+    from .git.repo import GitRepo
     from .heartbeat import Heartbeat
     from .snapshot import IgnoreRules
     from .writer import Writer
 
 CONFIG_NAMES = ("keepsake.yaml", "keepsake.yml")
-CONFIG_KEYS = ("repository", "storage")
+CONFIG_KEYS = ("repository", "storage", "git_max_file_size")
+SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2}
+SIZE_UNITS |= {"mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gib": 1024**3}
 DEFAULT_REPOSITORY = "file://.keepsake"
 
 
@@ -77,11 +81,32 @@ def load_config(path: Path) -> dict[str, Any]:
             hint=f"known settings: {', '.join(CONFIG_KEYS)}",
         )
     for key, value in data.items():
-        if not isinstance(value, str) or not value:
+        if key == "git_max_file_size":
+            data[key] = parse_size(value, path)
+        elif not isinstance(value, str) or not value:
             raise ConfigError(f"{path}: {key} must be a non-empty string, not {value!r}")
     if "repository" in data and "storage" in data:
         raise ConfigError(f"{path} sets both repository and storage; keep only repository")
     return data
+
+
+def parse_size(value: Any, where: Path) -> int:
+    """A size in bytes from 5000000, "5MB", "20 MiB" or "500k"."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    text = str(value).strip().lower().replace(" ", "")
+    number = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = text[len(number) :]
+    try:
+        size = float(number) * SIZE_UNITS[unit]
+    except (ValueError, KeyError):
+        raise ConfigError(
+            f"{where}: git_max_file_size must be a size, not {value!r}",
+            hint='e.g. git_max_file_size: "20MB" (untracked files above it stay out of git)',
+        ) from None
+    if size < 0:
+        raise ConfigError(f"{where}: git_max_file_size must not be negative, not {value!r}")
+    return int(size)
 
 
 class Project:
@@ -118,6 +143,7 @@ class Project:
             or settings.get("storage")
             or DEFAULT_REPOSITORY
         )
+        self._settings = settings
         return directory, url, config
 
     @property
@@ -139,6 +165,28 @@ class Project:
                 e.message = f"{where}: {e.message}"
             raise
         return Repository(storage)
+
+    @cached_property
+    def git(self) -> GitRepo | None:
+        """The git repository holding the project; None outside git (blob storage only)."""
+        if not self.git_dirs:
+            return None
+        from .git.repo import GitRepo
+
+        return GitRepo.open(self.directory)
+
+    @property
+    def git_max_file_size(self) -> int:
+        from .git.repo import DEFAULT_MAX_FILE_SIZE
+
+        _ = self._resolved
+        return self._settings.get("git_max_file_size", DEFAULT_MAX_FILE_SIZE)
+
+    @cached_property
+    def catalog(self) -> Catalog:
+        from .catalog import Catalog
+
+        return Catalog(self)
 
     @cached_property
     def git_dirs(self) -> tuple[Path, Path] | None:
@@ -206,7 +254,19 @@ class Project:
         """
         from .snapshot import list_files
 
-        files = list_files(self.directory, rel, self.ignore_rules)
+        rules = self.ignore_rules
+        files = list_files(self.directory, rel, rules)
+        if self.git is not None:
+            # As git does: a tracked file stays even when a .gitignore line matches it.
+            listed = set(files)
+            for path in self.git.tracked_files(rel):
+                if (
+                    path not in listed
+                    and not rules.is_keepsake_ignored(path)
+                    and (self.directory / path).is_file()
+                ):
+                    files.append(path)
+            files.sort()
         local = self.local_repository_dir()
         if local is not None and self.directory in local.parents:
             skip = local.relative_to(self.directory).as_posix() + "/"

@@ -312,6 +312,24 @@ class IgnoreRules:
         work_tree, common = found
         return cls(real, work_tree=work_tree, common_git_dir=common)
 
+    def is_keepsake_ignored(self, relpath: str) -> bool:
+        """Whether .keepsakeignore (or a built-in skip) keeps a file out, whatever git says.
+
+        For files git tracks: a tracked file stays in a snapshot even if a .gitignore line
+        matches it, as in git, but .keepsakeignore still has the last word.
+        """
+        parts = _normalize(relpath).split("/")
+        if not ALWAYS_SKIPPED.isdisjoint(parts):
+            return True
+        if self._keepsake is None:
+            return False
+        for i in range(len(parts)):
+            sub = "/".join(parts[: i + 1])
+            tail = "/" if i < len(parts) - 1 else ""
+            if self._keepsake.verdict(sub + tail, parts[i] + tail):
+                return True
+        return False
+
     def is_ignored(self, relpath: str, is_dir: bool) -> bool:
         """Whether a project-relative path stays out of snapshots (or a folder above it does)."""
         rel = _normalize(relpath)

@@ -230,7 +230,9 @@ class Writer:
     def _write_metadata(self, experiment: Experiment) -> None:
         start = time.monotonic()
         self.repository.ensure_created()
-        self.repository.write_experiment(experiment.id, experiment._stored_json())
+        text = experiment._stored_json()
+        self.repository.write_experiment(experiment.id, text)
+        experiment._record_in_git(text)  # after blob storage: git never names a missing tarball
         end = time.monotonic()
         self._metadata_cost[experiment.id] = (end, end - start)
 

@@ -27,6 +27,16 @@ def hermetic(tmp_path_factory, monkeypatch):
         "GIT_COMMITTER_EMAIL": "committer@example.com",
     }.items():
         monkeypatch.setenv(var, value)
+    # libgit2 reads HOME once, when pygit2 is first imported: point it at this test's HOME.
+    import pygit2
+    from pygit2.enums import ConfigLevel
+
+    for level, path in {
+        ConfigLevel.SYSTEM: home / "etc",
+        ConfigLevel.XDG: home / ".config" / "git",
+        ConfigLevel.GLOBAL: home,
+    }.items():
+        pygit2.settings.search_path[level] = str(path)
     monkeypatch.setenv("GIT_KEEPSAKE_STRICT", "1")
     monkeypatch.delenv("NO_COLOR", raising=False)
     yield

@@ -45,6 +45,11 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def exists(self, key: str) -> bool: ...
 
+    def list_versions(self, prefix: str) -> dict[str, str | None]:
+        """{key: version} under `prefix`: a token that changes whenever the blob does (ETag,
+        generation, inode+mtime), so readers can cache; None where the backend has none."""
+        return dict.fromkeys(self.list(prefix))
+
     def local_path(self, key: str) -> Path | None:
         """Where the blob lies on local disk, if it does: lets readers open it in place."""
         return None

@@ -81,6 +81,27 @@ class DiskStorage(Storage):
                 if not name.startswith(".tmp-"):
                     yield f"{rel}/{name}" if rel != "." else name
 
+    def list_versions(self, prefix: str) -> dict[str, str | None]:
+        """One scandir per folder: the stat is already there. Every write is a rename onto a
+        new inode, so (inode, mtime, size) changes whenever the blob does."""
+        out: dict[str, str | None] = {}
+        top = prefix.strip("/")
+        folders = [(self._path(top), top + "/" if top else "")]
+        while folders:
+            folder, key_prefix = folders.pop()
+            try:
+                with os.scandir(folder) as entries:
+                    for entry in entries:
+                        if entry.is_dir(follow_symlinks=False):
+                            folders.append((entry.path, f"{key_prefix}{entry.name}/"))
+                        elif not entry.name.startswith(".tmp-"):
+                            st = entry.stat()
+                            version = f"{st.st_ino}:{st.st_mtime_ns}:{st.st_size}"
+                            out[key_prefix + entry.name] = version
+            except FileNotFoundError:
+                continue
+        return out
+
     def delete(self, key: str) -> None:
         _unlink(self._path(key))
 

@@ -1,0 +1,358 @@
+"""Experiments in git: a snapshot commit per experiment, and its metadata kept current beside it.
+
+Two refs per experiment, both owned by the process that started it:
+
+- `refs/keepsake/experiments/<id>` -> the *snapshot commit*, written once at `init()`. Its tree is
+  HEAD's tree with `path` replaced by the work tree as it was (tracked files with their
+  uncommitted changes, untracked files that are not ignored); its parent is HEAD. So
+  `git diff HEAD <snapshot>` is exactly what was uncommitted, and `git diff <a> <b>` compares two
+  experiments' code. It never changes, so its id can be recorded in the experiment JSON.
+- `refs/keepsake/metadata/<id>` -> a *metadata commit*: the snapshot tree plus one file,
+  `.keepsake/experiment.json` (the same bytes as the blob-storage JSON, checkpoints included), with
+  the snapshot commit as parent. Each update makes three small objects (blob, root tree, commit)
+  and moves the ref by compare-and-swap. Reading one experiment is four object lookups and one
+  small JSON blob, and listing reads one ref per experiment, which is why the metadata is a file
+  in a commit rather than a chain of commits (a reader would have to walk it) or a note (one
+  notes tree shared by every writer would conflict). Superseded metadata commits are unreachable
+  and go with `git gc`; updates are throttled by the writer, so a long run leaves little behind.
+
+Nothing here touches HEAD, the index file, the work tree or the stash: trees are built in an
+in-memory index. Files that would bloat the object database (untracked and over a size limit)
+are decided on by size before anything is hashed.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import stat
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pygit2
+
+from ..errors import KeepsakeError
+
+EXPERIMENTS_REFS = "refs/keepsake/experiments/"
+METADATA_REFS = "refs/keepsake/metadata/"
+METADATA_FILE = ".keepsake/experiment.json"
+DEFAULT_MAX_FILE_SIZE = 5 * 1024 * 1024  # untracked files above this stay out of git
+
+# How a file is staged, per git's own modes.
+_FILE, _EXECUTABLE, _LINK = (
+    pygit2.enums.FileMode.BLOB,
+    pygit2.enums.FileMode.BLOB_EXECUTABLE,
+    pygit2.enums.FileMode.LINK,
+)
+_CHANGED_IN_WORK_TREE = (
+    pygit2.enums.FileStatus.WT_MODIFIED
+    | pygit2.enums.FileStatus.WT_TYPECHANGE
+    | pygit2.enums.FileStatus.WT_RENAMED
+    | pygit2.enums.FileStatus.CONFLICTED
+)
+_DELETED_IN_WORK_TREE = pygit2.enums.FileStatus.WT_DELETED
+
+
+class GitError(KeepsakeError):
+    """A git operation failed; experiments are still recorded in blob storage."""
+
+
+def _git_errors(method):
+    """pygit2's errors (a locked index, a corrupt object) as GitError, with what was being done."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except (pygit2.GitError, KeyError, ValueError) as e:
+            raise GitError(f"git {method.__name__.replace('_', ' ')} failed: {e}") from e
+
+    return wrapper
+
+
+class RefMoved(GitError):
+    """A compare-and-swap lost: someone else changed the ref in between."""
+
+
+@dataclass
+class Snapshot:
+    commit: str  # the snapshot commit's id
+    head: str | None  # HEAD's commit id (None in a repository without commits)
+    branch: str | None  # HEAD's branch, None when detached
+    dirty: bool  # the snapshot differs from HEAD under `path`
+    left_out: list[str] = field(default_factory=list)  # untracked files over the size limit
+
+
+class GitRepo:
+    """The git repository holding a project. All pygit2 calls go through one lock: the training
+    thread snapshots while the writer thread updates metadata."""
+
+    def __init__(self, repo: pygit2.Repository, project_dir: Path):
+        self.repo = repo
+        self.work_tree = Path(repo.workdir).resolve() if repo.workdir else None
+        self.project_dir = project_dir
+        prefix = project_dir.relative_to(self.work_tree).as_posix() if self.work_tree else "."
+        self.prefix = "" if prefix == "." else prefix + "/"  # project dir in the work tree
+        self._lock = threading.RLock()
+
+    @classmethod
+    def open(cls, project_dir: Path) -> GitRepo | None:
+        """The repository whose work tree holds `project_dir`, or None outside git."""
+        try:
+            path = pygit2.discover_repository(str(project_dir))
+            if path is None:
+                return None
+            repo = pygit2.Repository(path)
+        except pygit2.GitError:
+            return None
+        if repo.is_bare or not repo.workdir:
+            return None
+        work_tree = Path(repo.workdir).resolve()
+        if project_dir != work_tree and work_tree not in project_dir.parents:
+            return None
+        return cls(repo, project_dir)
+
+    # --- facts about HEAD ---
+
+    def head(self) -> tuple[str | None, str | None]:
+        """(HEAD commit id or None when unborn, branch name or None when detached)."""
+        with self._lock:
+            repo = self.repo
+            branch = None
+            if not repo.head_is_detached:
+                target = repo.references["HEAD"].target  # symbolic: "refs/heads/main"
+                if isinstance(target, str):
+                    branch = target.removeprefix("refs/heads/")
+            if repo.head_is_unborn:
+                return None, branch
+            return str(repo.head.target), branch
+
+    def remote_url(self) -> str | None:
+        """origin's URL, else the only remote's; None without remotes."""
+        with self._lock:
+            remotes = list(self.repo.remotes)
+        by_name = {r.name: r for r in remotes}
+        remote = by_name.get("origin") or (remotes[0] if len(remotes) == 1 else None)
+        return remote.url if remote is not None else None
+
+    @_git_errors
+    def tracked_files(self, rel: str) -> list[str]:
+        """Project-relative paths of the files in the index under project folder `rel`."""
+        under = self._repo_path(rel)
+        with self._lock:
+            index = self.repo.index
+            index.read(False)
+            paths = [e.path for e in index]
+        start = len(self.prefix)
+        return [
+            p[start:]
+            for p in paths
+            if p.startswith(self.prefix) and (not under or p == under or p.startswith(under + "/"))
+        ]
+
+    # --- the snapshot commit ---
+
+    @_git_errors
+    def snapshot(
+        self,
+        experiment_id: str,
+        rel: str | None,
+        files: list[str],
+        message: str,
+        when: float,
+        max_file_size: int = DEFAULT_MAX_FILE_SIZE,
+    ) -> Snapshot:
+        """Commit `files` (project-relative, under project path `rel`) as the snapshot commit.
+
+        Unchanged tracked files reuse the index's blob (no reading); changed and untracked files
+        are hashed, except untracked files over `max_file_size`, which are left out (their size
+        is checked first, so they never enter the object database).
+        """
+        with self._lock:
+            repo = self.repo
+            head, branch = self.head()
+            head_tree = repo[head].peel(pygit2.Tree) if head else None
+            index = repo.index
+            index.read(False)
+            tracked = {e.path: e for e in index}
+            status = repo.status(untracked_files="no")
+
+            # HEAD's tree, then `path` replaced by what is on disk (no path: HEAD's code).
+            tree_index = pygit2.Index()
+            under = None if rel is None else self._repo_path(rel)
+            if head_tree is not None and under != "":
+                tree_index.read_tree(head_tree)
+                if under is not None and under in tree_index:
+                    tree_index.remove(under)
+                elif under is not None:
+                    tree_index.remove_directory(under)
+
+            left_out = []
+            for rel_file in files:
+                path = self.prefix + rel_file
+                entry = self._entry(path, tracked.get(path), status.get(path, 0), max_file_size)
+                if entry is None:
+                    left_out.append(rel_file)
+                else:
+                    tree_index.add(entry)
+            tree = tree_index.write_tree(repo)
+            # With no path, nothing was snapshotted: dirty means uncommitted tracked changes.
+            changed = head_tree is None or tree != head_tree.id
+            dirty = bool(status) if rel is None else changed
+            signature = self.signature(when)
+            commit = repo.create_commit(
+                None, signature, signature, message, tree, [pygit2.Oid(hex=head)] if head else []
+            )
+            self._create_ref(EXPERIMENTS_REFS + experiment_id, commit)
+            return Snapshot(str(commit), head, branch, dirty, left_out)
+
+    def _entry(
+        self, path: str, tracked: pygit2.IndexEntry | None, flags: int, max_file_size: int
+    ) -> pygit2.IndexEntry | None:
+        full = os.path.join(self.repo.workdir, path)
+        if tracked is not None and not flags & (_CHANGED_IN_WORK_TREE | _DELETED_IN_WORK_TREE):
+            return pygit2.IndexEntry(path, tracked.id, tracked.mode)  # as staged = as on disk
+        try:
+            st = os.lstat(full)
+        except OSError:
+            return None  # gone since it was listed
+        if stat.S_ISLNK(st.st_mode):
+            target = os.fsencode(os.readlink(full))
+            return pygit2.IndexEntry(path, self.repo.create_blob(target), _LINK)
+        if tracked is None and st.st_size > max_file_size:
+            return None
+        mode = _EXECUTABLE if st.st_mode & 0o111 else _FILE
+        return pygit2.IndexEntry(path, self.repo.create_blob_fromdisk(full), mode)
+
+    def _repo_path(self, rel: str) -> str:
+        """A project-relative path as a work-tree-relative one ("" for the whole work tree)."""
+        rel = "" if rel in ("", ".") else rel.strip("/")
+        return (self.prefix + rel).rstrip("/")
+
+    # --- metadata ---
+
+    @_git_errors
+    def write_metadata(
+        self, experiment_id: str, snapshot: str, text: bytes, expected: str | None, when: float
+    ) -> str:
+        """Point refs/keepsake/metadata/<id> at a new metadata commit; return its id.
+
+        `expected` is the metadata commit this writer wrote last (None the first time): if the
+        ref moved meanwhile (deleted by `git keepsake rm`, say), RefMoved is raised.
+        """
+        with self._lock:
+            repo = self.repo
+            snapshot_commit = repo[snapshot].peel(pygit2.Commit)
+            blob = repo.create_blob(text)
+            inner = repo.TreeBuilder()
+            inner.insert(METADATA_FILE.split("/")[1], blob, _FILE)
+            root = repo.TreeBuilder(snapshot_commit.tree)
+            root.insert(METADATA_FILE.split("/")[0], inner.write(), pygit2.enums.FileMode.TREE)
+            signature = self.signature(when)
+            commit = repo.create_commit(
+                None,
+                signature,
+                signature,
+                f"keepsake: metadata of experiment {experiment_id[:7]}\n",
+                root.write(),
+                [snapshot_commit.id],
+            )
+            self._swap_ref(METADATA_REFS + experiment_id, commit, expected)
+            return str(commit)
+
+    @_git_errors
+    def metadata_refs(self) -> dict[str, str]:
+        """{experiment id: metadata commit id} for every experiment in git."""
+        with self._lock:
+            out = {}
+            for ref in self.repo.references.iterator():
+                name = ref.name
+                if name.startswith(METADATA_REFS):
+                    out[name[len(METADATA_REFS) :]] = str(ref.target)
+            return out
+
+    @_git_errors
+    def read_metadata(self, commit: str) -> bytes:
+        with self._lock:
+            tree = self.repo[commit].peel(pygit2.Commit).tree
+            return tree[METADATA_FILE].data
+
+    def snapshot_tree(self, snapshot: str):
+        with self._lock:
+            return self.repo[snapshot].peel(pygit2.Tree)
+
+    def pack_refs(self) -> None:
+        """Pack loose refs (10,000 loose refs list 5-20x slower than packed); best effort."""
+        with self._lock:
+            try:
+                self.repo.compress_references()
+            except pygit2.GitError:
+                pass  # another process holds packed-refs.lock: it is packing anyway
+
+    def loose_ref_count(self) -> int:
+        git_dir = Path(self.repo.path)
+        common = git_dir / "commondir"  # a linked worktree's refs live in the main git dir
+        if common.is_file():
+            git_dir = (git_dir / common.read_text().strip()).resolve()
+        folder = git_dir / "refs" / "keepsake"
+        if not folder.is_dir():
+            return 0
+        return sum(len(files) for _, _, files in os.walk(folder))
+
+    # --- notes ---
+
+    def update_note(self, commit: str, experiment_id: str, line: str) -> None:
+        from . import notes
+
+        with self._lock:
+            notes.update_note(self.repo, commit, experiment_id, line, self.signature(time.time()))
+
+    def rebuild_notes(self, lines_by_commit: dict[str, list[str]]) -> None:
+        from . import notes
+
+        with self._lock:
+            notes.rebuild_notes(self.repo, lines_by_commit, self.signature(time.time()))
+
+    # --- refs and identity ---
+
+    def signature(self, when: float) -> pygit2.Signature:
+        """The user's git identity; without one (no user.name/email), a made-up local one:
+        recording an experiment must not fail because git was never configured."""
+        name = os.environ.get("GIT_COMMITTER_NAME") or os.environ.get("GIT_AUTHOR_NAME")
+        email = os.environ.get("GIT_COMMITTER_EMAIL") or os.environ.get("GIT_AUTHOR_EMAIL")
+        if not (name and email):
+            config = self.repo.config
+            try:
+                name = name or config["user.name"]
+                email = email or config["user.email"]
+            except KeyError:
+                user = os.environ.get("USER") or "user"
+                name = name or "git-keepsake"
+                email = email or f"{user}@{os.uname().nodename or 'localhost'}"
+        offset = (time.localtime(when).tm_gmtoff or 0) // 60
+        return pygit2.Signature(name, email, int(when), offset)
+
+    def _create_ref(self, name: str, target: pygit2.Oid) -> None:
+        self._swap_ref(name, target, None)
+
+    def _swap_ref(self, name: str, target: pygit2.Oid, expected: str | None) -> None:
+        """Set ref `name` to `target` if it still points at `expected` (None: absent)."""
+        for attempt in range(50):
+            try:
+                with self.repo.transaction() as txn:
+                    txn.lock_ref(name)
+                    current = self.repo.references.get(name)
+                    now = str(current.target) if current is not None else None
+                    if now != expected:
+                        raise RefMoved(
+                            f"{name} moved (now {now and now[:7]}, expected "
+                            f"{expected and expected[:7]}): another process changed it"
+                        )
+                    txn.set_target(name, target, message="git-keepsake")
+                return
+            except pygit2.GitError as e:
+                if "lock" not in str(e).lower() or attempt == 49:
+                    raise GitError(f"could not update {name}: {e}") from e
+                time.sleep(0.01 * (1 + attempt % 10))
