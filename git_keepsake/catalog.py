@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import metadata
-from .errors import CorruptRepository, KeepsakeError, NotFound
+from .errors import CorruptRepository, KeepsakeError
 from .repository import EXPERIMENTS_PREFIX
 
 if TYPE_CHECKING:
@@ -56,10 +56,6 @@ class Catalog:
             for experiment_id, commit in git.metadata_refs().items():
                 out[experiment_id] = ("git", commit, _reader(git.read_metadata, commit))
         return out
-
-    def ids(self) -> list[str]:
-        self.project.repository.check_version()
-        return list(self._sources())
 
     # --- reading ---
 
@@ -102,12 +98,14 @@ class Catalog:
         index.close()
         return out
 
-    def get(self, experiment_id: str) -> Experiment:
-        source = self._sources().get(experiment_id)
-        if source is None:
-            url = self.project.repository.url
-            raise NotFound(f"experiment {experiment_id[:12]} is not in {url} or git")
-        return self._build(_decode(source[2](), experiment_id))
+    def get(self, id_or_prefix: str) -> Experiment:
+        """The experiment whose id starts with `id_or_prefix`, listing the sources once."""
+        from .experiment import resolve_prefix
+
+        self.project.repository.check_version()
+        sources = self._sources()
+        experiment_id = resolve_prefix(id_or_prefix, sources, "experiment")
+        return self._build(_decode(sources[experiment_id][2](), experiment_id))
 
     def rebuild_notes(self) -> int:
         """Rewrite refs/notes/keepsake from the experiments in git (the notes are only a view of
@@ -115,10 +113,11 @@ class Catalog:
         git = self.project.git
         if git is None:
             return 0
+        in_git = git.metadata_refs()
         lines: dict[str, list[str]] = {}
         for experiment in sorted(self.list(), key=lambda e: e.created):
             commit = (experiment._extra.get("git") or {}).get("commit")
-            if commit and experiment.id in git.metadata_refs():
+            if commit and experiment.id in in_git:
                 lines.setdefault(commit, []).append(experiment._note_line())
         git.rebuild_notes(lines)
         return len(lines)

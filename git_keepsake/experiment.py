@@ -437,8 +437,7 @@ class ExperimentCollection:
 
     def get(self, id_or_prefix: str) -> Experiment:
         """The experiment whose ID starts with `id_or_prefix` (any unambiguous prefix)."""
-        catalog = self.project.catalog
-        return catalog.get(resolve_prefix(id_or_prefix, catalog.ids(), "experiment"))
+        return self.project.catalog.get(id_or_prefix)
 
 
 def resolve_prefix(prefix: str, ids: Iterable[str], what: str) -> str:

@@ -173,7 +173,7 @@ class Project:
             return None
         from .git.repo import GitRepo
 
-        return GitRepo.open(self.directory)
+        return GitRepo.open(self.directory, self.git_dirs[1])
 
     @property
     def git_max_file_size(self) -> int:
@@ -245,7 +245,10 @@ class Project:
     def ignore_rules(self) -> IgnoreRules:
         from .snapshot import IgnoreRules
 
-        return IgnoreRules.for_project(self.directory)
+        if not self.git_dirs:
+            return IgnoreRules(self.directory)
+        work_tree, common = self.git_dirs  # found once, here, for everything in the project
+        return IgnoreRules(self.directory, work_tree=str(work_tree), common_git_dir=str(common))
 
     def snapshot_files(self, rel: str) -> list[str]:
         """Files under a project-relative folder that belong in a snapshot (ignore rules applied).

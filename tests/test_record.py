@@ -258,6 +258,7 @@ def test_heartbeat_file_format(project):
     assert list(data) == ["experiment_id", "last_heartbeat"]
     assert data["experiment_id"] == experiment.id
     assert data["last_heartbeat"].endswith("Z")
+    experiment.flush()  # the metadata is written in the background
     assert keepsake.experiments.get(experiment.id[:7]).is_running()
     experiment.stop()
 

@@ -89,8 +89,9 @@ class GitRepo:
     """The git repository holding a project. All pygit2 calls go through one lock: the training
     thread snapshots while the writer thread updates metadata."""
 
-    def __init__(self, repo: pygit2.Repository, project_dir: Path):
+    def __init__(self, repo: pygit2.Repository, project_dir: Path, common_dir: Path):
         self.repo = repo
+        self.common_dir = common_dir  # shared by all worktrees: refs live here
         self.work_tree = Path(repo.workdir).resolve() if repo.workdir else None
         self.project_dir = project_dir
         prefix = project_dir.relative_to(self.work_tree).as_posix() if self.work_tree else "."
@@ -98,7 +99,7 @@ class GitRepo:
         self._lock = threading.RLock()
 
     @classmethod
-    def open(cls, project_dir: Path) -> GitRepo | None:
+    def open(cls, project_dir: Path, common_dir: Path) -> GitRepo | None:
         """The repository whose work tree holds `project_dir`, or None outside git."""
         try:
             path = pygit2.discover_repository(str(project_dir))
@@ -112,7 +113,7 @@ class GitRepo:
         work_tree = Path(repo.workdir).resolve()
         if project_dir != work_tree and work_tree not in project_dir.parents:
             return None
-        return cls(repo, project_dir)
+        return cls(repo, project_dir, common_dir)
 
     # --- facts about HEAD ---
 
@@ -292,11 +293,7 @@ class GitRepo:
                 pass  # another process holds packed-refs.lock: it is packing anyway
 
     def loose_ref_count(self) -> int:
-        git_dir = Path(self.repo.path)
-        common = git_dir / "commondir"  # a linked worktree's refs live in the main git dir
-        if common.is_file():
-            git_dir = (git_dir / common.read_text().strip()).resolve()
-        folder = git_dir / "refs" / "keepsake"
+        folder = self.common_dir / "refs" / "keepsake"
         if not folder.is_dir():
             return 0
         return sum(len(files) for _, _, files in os.walk(folder))
