@@ -24,15 +24,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import metadata
-from .errors import CorruptRepository, KeepsakeError
+from .errors import Ambiguous, CorruptRepository, InvalidArgument, KeepsakeError, NotFound
 from .repository import EXPERIMENTS_PREFIX
 
 if TYPE_CHECKING:
+    from .checkpoint import Checkpoint
     from .experiment import Experiment
     from .project import Project
 
 INDEX_FILE = "index.sqlite"
-SCHEMA = 1
+SCHEMA = 3  # bump whenever summarize() or best() change what a summary holds
 
 
 class Catalog:
@@ -75,6 +76,16 @@ class Catalog:
         self.project.repository.check_version()
         sources = self._sources()
         index = _Index.open(self.project.state_dir / INDEX_FILE)
+        out = self._read(sources, index)
+        index.close()
+        alive = self.project.repository.alive_ids()
+        for experiment in out:
+            experiment._alive = experiment.id in alive
+        return out
+
+    def _read(self, sources, index: _Index) -> list[Experiment]:
+        """Every experiment in `sources`, from the index where it is current, and the index
+        brought up to date with the rest."""
         cached = index.load()
         fresh = []
         out = []
@@ -93,9 +104,13 @@ class Catalog:
                 continue
             out.append(experiment)
             if version is not None:
-                fresh.append((experiment_id, source, version, summarize(experiment)))
+                fresh.append(
+                    (
+                        (experiment_id, source, version, summarize(experiment)),
+                        [c.id for c in experiment.checkpoints],
+                    )
+                )
         index.store(fresh, gone=cached.keys() - sources.keys())
-        index.close()
         return out
 
     def get(self, id_or_prefix: str) -> Experiment:
@@ -106,6 +121,61 @@ class Catalog:
         sources = self._sources()
         experiment_id = resolve_prefix(id_or_prefix, sources, "experiment")
         return self._build(_decode(sources[experiment_id][2](), experiment_id))
+
+    def find(self, id_or_prefix: str) -> Experiment | Checkpoint:
+        """The experiment or checkpoint whose id starts with `id_or_prefix`.
+
+        Checkpoint ids are looked up in the index, so finding one reads one experiment's
+        metadata, however many there are (after the index has seen them all once).
+        """
+        prefix = check_prefix(id_or_prefix)
+        self.project.repository.check_version()
+        sources = self._sources()
+        experiments = sorted(i for i in sources if i.startswith(prefix))
+        checkpoints = self._checkpoint_ids(prefix, sources)
+        matches = [("experiment", i) for i in experiments]
+        matches += [("checkpoint", i) for i in sorted(checkpoints)]
+        if not matches:
+            raise NotFound(
+                f"no experiment or checkpoint matches {prefix!r}",
+                hint="list them with: git keepsake ls",
+            )
+        if len(matches) > 1:
+            shown = ", ".join(f"{kind} {i[:12]}" for kind, i in matches[:10])
+            more = f" and {len(matches) - 10} more" if len(matches) > 10 else ""
+            raise Ambiguous(
+                f"{prefix!r} matches {len(matches)} IDs: {shown}{more}",
+                hint="give more characters of the ID",
+            )
+        kind, found = matches[0]
+        experiment_id = found if kind == "experiment" else checkpoints[found]
+        experiment = self._build(_decode(sources[experiment_id][2](), experiment_id))
+        if kind == "experiment":
+            return experiment
+        for checkpoint in experiment.checkpoints:
+            if checkpoint.id == found:
+                return checkpoint
+        raise NotFound(f"checkpoint {found[:7]} is gone from experiment {experiment_id[:7]}")
+
+    def _checkpoint_ids(self, prefix: str, sources) -> dict[str, str]:
+        """{checkpoint id starting with prefix: its experiment id}, via the index."""
+        index = _Index.open(self.project.state_dir / INDEX_FILE)
+        try:
+            experiments = None
+            if index.db is not None:
+                current = index.versions()
+                if any(current.get(i) != s[:2] or s[1] is None for i, s in sources.items()):
+                    experiments = self._read(sources, index)  # new or changed: index them
+                found = index.checkpoints(prefix)
+                if found is not None:
+                    return {c: e for c, e in found.items() if e in sources}
+            if experiments is None:
+                experiments = self._read(sources, _Index(None))
+            return {
+                c.id: e.id for e in experiments for c in e.checkpoints if c.id.startswith(prefix)
+            }
+        finally:
+            index.close()
 
     def rebuild_notes(self) -> int:
         """Rewrite refs/notes/keepsake from the experiments in git (the notes are only a view of
@@ -143,7 +213,21 @@ class Catalog:
             else None
             for role in ("best", "latest")
         }
+        experiment._count = summary.get("count")
         return experiment
+
+
+def check_prefix(id_or_prefix: str) -> str:
+    """An ID prefix, lowercased; InvalidArgument if it can't be one (IDs are hex)."""
+    prefix = str(id_or_prefix).strip().lower()
+    if not prefix:
+        raise InvalidArgument("no ID given", hint="e.g. git keepsake show 3f8a508")
+    if len(prefix) > 64 or any(ch not in "0123456789abcdef" for ch in prefix):
+        raise InvalidArgument(
+            f"{id_or_prefix!r} is not an experiment or checkpoint ID (IDs are hex, like 3f8a508)",
+            hint="list them with: git keepsake ls",
+        )
+    return prefix
 
 
 def summarize(experiment: Experiment) -> str:
@@ -155,6 +239,7 @@ def summarize(experiment: Experiment) -> str:
         "experiment": head,
         "best": best.to_json() if best else None,
         "latest": latest.to_json() if latest else None,
+        "count": len(experiment.checkpoints),
     }
     # In Keepsake's wire form (NaN as "[NaN]"), as from_json expects it back.
     return json.dumps(metadata.to_wire(summary), separators=(",", ":"), allow_nan=False)
@@ -196,13 +281,19 @@ class _Index:
             db = sqlite3.connect(path, timeout=2, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
+            (schema,) = db.execute("PRAGMA user_version").fetchone()
+            if schema != SCHEMA:
+                db.execute("DROP TABLE IF EXISTS summaries")
+                db.execute("DROP TABLE IF EXISTS checkpoints")
             db.execute(
                 "CREATE TABLE IF NOT EXISTS summaries (id TEXT PRIMARY KEY, source TEXT,"
                 " version TEXT, summary TEXT)"
             )
-            (schema,) = db.execute("PRAGMA user_version").fetchone()
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS checkpoints (id TEXT PRIMARY KEY, experiment TEXT)"
+            )
+            db.execute("CREATE INDEX IF NOT EXISTS by_experiment ON checkpoints (experiment)")
             if schema != SCHEMA:
-                db.execute("DELETE FROM summaries")
                 db.execute(f"PRAGMA user_version={SCHEMA}")
             return cls(db)
         except (sqlite3.Error, OSError):
@@ -218,14 +309,48 @@ class _Index:
             self.db = None
             return {}
 
-    def store(self, rows: list[tuple[str, str, str, str]], gone=()) -> None:
-        """Add or replace rows, and drop those of experiments that no longer exist."""
+    def versions(self) -> dict[str, tuple[str, str]]:
+        """{experiment id: (source, version)} of what the index holds."""
+        if self.db is None:
+            return {}
+        try:
+            rows = self.db.execute("SELECT id, source, version FROM summaries")
+            return {row[0]: row[1:] for row in rows}
+        except sqlite3.Error:
+            self.db = None
+            return {}
+
+    def checkpoints(self, prefix: str) -> dict[str, str] | None:
+        """{checkpoint id: experiment id} for ids starting with prefix (None: index broken)."""
+        if self.db is None:
+            return None
+        try:
+            rows = self.db.execute(
+                "SELECT id, experiment FROM checkpoints WHERE id >= ? AND id < ?",
+                (prefix, prefix + "g"),  # ids are lowercase hex: "g" sorts after every digit
+            )
+            return dict(rows.fetchall())
+        except sqlite3.Error:
+            self.db = None
+            return None
+
+    def store(self, rows: list[tuple[tuple[str, str, str, str], list[str]]], gone=()) -> None:
+        """Add or replace experiments (summary row, checkpoint ids), and drop those of
+        experiments that no longer exist."""
         if self.db is None or not (rows or gone):
             return
+        replaced = [(row[0],) for row, _ in rows] + [(i,) for i in gone]
         try:
             self.db.execute("BEGIN")
-            self.db.executemany("INSERT OR REPLACE INTO summaries VALUES (?, ?, ?, ?)", rows)
+            self.db.executemany("DELETE FROM checkpoints WHERE experiment = ?", replaced)
             self.db.executemany("DELETE FROM summaries WHERE id = ?", [(i,) for i in gone])
+            self.db.executemany(
+                "INSERT OR REPLACE INTO summaries VALUES (?, ?, ?, ?)", [row for row, _ in rows]
+            )
+            self.db.executemany(
+                "INSERT OR REPLACE INTO checkpoints VALUES (?, ?)",
+                [(c, row[0]) for row, ids in rows for c in ids],
+            )
             self.db.execute("COMMIT")
         except sqlite3.Error:
             try:

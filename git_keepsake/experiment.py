@@ -66,6 +66,7 @@ class Experiment:
         self._checkpoints: CheckpointList | None = None
         self._load_checkpoints: Callable[[], list[dict[str, Any]]] | None = None
         self._summary: dict[str, Checkpoint | None] | None = None  # best/latest, from the index
+        self._count: int | None = None  # number of checkpoints, from the index
         self._extra = extra or {}
         self._created_text: str | None = None
         self._lock = threading.Lock()
@@ -76,6 +77,7 @@ class Experiment:
         self._note_due = False  # the note on HEAD should be (re)written with the next metadata
         self._encoded: dict[str, str] = {}  # checkpoint id -> its JSON text, encoded once
         self._running_here = False  # started by this process and not stopped yet
+        self._alive: bool | None = None  # heartbeat status read by a listing, all at once
 
     def __repr__(self) -> str:
         return f"Experiment(id={self.id!r}, params={self.params!r})"
@@ -201,15 +203,23 @@ class Experiment:
             return None
         goal = candidates[0].primary_metric.get("goal", "minimize")
         sign = -1.0 if goal == "minimize" else 1.0
-        # max() keeps the first of equals: the earliest checkpoint that reached the best value.
-        return max(candidates, key=lambda c: sign * c.primary_metric_value())
+        # Of equals, the latest checkpoint wins, as in Keepsake 0.4.2 (max() keeps the first).
+        return max(reversed(candidates), key=lambda c: sign * c.primary_metric_value())
 
     def primary_metric(self) -> str:
         return self.checkpoints.primary_metric()
 
+    def checkpoint_count(self) -> int:
+        """len(checkpoints), without reading them when a listing already knows."""
+        if self._checkpoints is None and self._count is not None:
+            return self._count
+        return len(self.checkpoints)
+
     def is_running(self) -> bool:
         if self._running_here:
             return True
+        if self._alive is not None:
+            return self._alive
         try:
             return is_alive(self._project.repository.read_heartbeat(self.id))
         except KeepsakeError:

@@ -125,6 +125,23 @@ class Repository:
         except (ValueError, KeyError, TypeError):
             return None  # a torn or foreign heartbeat file says nothing about liveness
 
+    def alive_ids(self) -> set[str]:
+        """Ids of experiments with a fresh heartbeat. Stopped experiments have no heartbeat
+        file, so a listing reads only those of running (or crashed) ones."""
+        from .heartbeat import is_alive
+
+        alive = set()
+        for key in self.storage.list(HEARTBEATS_PREFIX):
+            name = key.rsplit("/", 1)[-1]
+            experiment_id = name[:-5]
+            if (
+                name.endswith(".json")
+                and metadata.is_id(experiment_id)
+                and is_alive(self.read_heartbeat(experiment_id))
+            ):
+                alive.add(experiment_id)
+        return alive
+
     def delete_heartbeat(self, experiment_id: str) -> None:
         self.storage.delete(heartbeat_key(experiment_id))
 

@@ -1,70 +1,168 @@
-"""Rendering of `git keepsake ls`."""
+"""`git keepsake ls` and `git keepsake ps`: experiments as a table, JSON, or IDs."""
 
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING, Any
 
-from ..checkpoint import Checkpoint
-from ..experiment import Experiment
-from ..metadata import to_wire
+import click
+
+from ..filters import FILTER_HELP
+from .app import App
+from .format import checkpoint_cell, commit_cell, relative_time, value_text
+
+if TYPE_CHECKING:
+    from ..experiment import Experiment
+
+FILTER_EXAMPLES = (
+    "\b\nFilters: NAME OP VALUE, OP one of = != < <= > >=; sort: KEY or KEY-desc.\n" + (FILTER_HELP)
+)
 
 
-def _checkpoint_cell(checkpoint: Checkpoint | None) -> str:
-    if checkpoint is None:
-        return ""
-    parts = [f"step {checkpoint.step}"] if checkpoint.step is not None else []
-    value = checkpoint.primary_metric_value()
-    if value is not None:
-        parts.append(f"{checkpoint.primary_metric['name']}: {value:.6g}")
-    return f"{checkpoint.short_id()} ({'; '.join(parts)})" if parts else checkpoint.short_id()
+def _list_options(command):
+    for option in reversed(
+        [
+            click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts)."),
+            click.option("-q", "--quiet", is_flag=True, help="Only print experiment IDs."),
+            click.option(
+                "-a",
+                "--all",
+                "all_params",
+                is_flag=True,
+                help="Show every param, not only those that differ.",
+            ),
+            click.option(
+                "--filter",
+                "filters",
+                multiple=True,
+                metavar="EXPR",
+                help='Keep experiments matching EXPR, e.g. "loss < 0.5" (repeatable, ANDed).',
+            ),
+            click.option(
+                "--sort",
+                metavar="KEY[-desc]",
+                default="created",
+                show_default=True,
+                help="Sort by a field, param or metric.",
+            ),
+            click.option("--limit", type=click.IntRange(min=0), metavar="N", help="Show N rows."),
+        ]
+    ):
+        command = option(command)
+    return command
 
 
-def _differing_params(experiments: list[Experiment]) -> list[str]:
-    """Param names whose values differ between experiments (all of them for a single one)."""
+@click.command(epilog=FILTER_EXAMPLES)
+@_list_options
+@click.pass_obj
+def ls(app: App, as_json, quiet, all_params, filters, sort, limit):
+    """List experiments: params that differ, best and latest checkpoints.
+
+    \b
+    Example:
+        git keepsake ls
+        git keepsake ls --filter "accuracy > 0.9" --sort loss
+        git keepsake ls --sort created-desc --limit 5
+        git keepsake ls -q | xargs -n1 git keepsake show
+    """
+    _run(app, as_json, quiet, all_params, filters, sort, limit)
+
+
+@click.command(epilog=FILTER_EXAMPLES)
+@_list_options
+@click.pass_obj
+def ps(app: App, as_json, quiet, all_params, filters, sort, limit):
+    """List running experiments (ls --filter "status = running").
+
+    \b
+    Example:
+        git keepsake ps
+    """
+    _run(app, as_json, quiet, all_params, ("status = running", *filters), sort, limit)
+
+
+def _run(app: App, as_json, quiet, all_params, filters, sort, limit) -> None:
+    from ..filters import apply_filters, sort_experiments
+
+    experiments = app.project.experiments.list()
+    experiments = sort_experiments(apply_filters(experiments, filters), sort)
+    if limit is not None:
+        experiments = experiments[:limit]
+    if quiet:
+        click.echo("".join(e.id + "\n" for e in experiments), nl=False)
+    elif as_json:
+        click.echo(json.dumps([ls_json(e) for e in experiments], indent=2))
+    elif not experiments:
+        app.say("no experiments" + (" match the filters" if filters else " yet"))
+    else:
+        app.out(render_table(app, experiments, all_params))
+
+
+def ls_json(experiment: Experiment) -> dict[str, Any]:
+    """Keepsake 0.4.2's `ls --json` object, plus status and the git fields."""
+    from ..metadata import to_wire
+
+    best, latest = experiment.best(), experiment.latest()
+    running = experiment.is_running()
+    return to_wire(
+        {
+            "id": experiment.id,
+            "created": experiment._head_json()["created"],
+            "params": experiment.params or {},
+            "command": experiment.command or "",
+            "num_checkpoints": experiment.checkpoint_count(),
+            "latest_checkpoint": latest.to_json() if latest else None,
+            "best_checkpoint": best.to_json() if best else None,
+            "user": experiment.user or "",
+            "host": experiment.host or "",
+            "running": running,
+            "status": "running" if running else "stopped",
+            "git": experiment._extra.get("git"),
+        }
+    )
+
+
+def _differing(values_by_experiment: list[Any]) -> bool:
+    """Whether the values are not all the same (a missing value, `object()`, differs)."""
+    return len({json.dumps(v, sort_keys=True, default=id) for v in values_by_experiment}) > 1
+
+
+def shown_params(experiments: list[Experiment], all_params: bool) -> list[str]:
+    """Param names to show: those whose values differ (every one with --all or one row)."""
     names = sorted({k for e in experiments for k in (e.params or {})})
-    if len(experiments) <= 1:
+    if all_params or len(experiments) <= 1:
         return names
+    from ..metadata import to_wire
+
+    missing = object()
     return [
         n
         for n in names
-        if len({json.dumps(to_wire((e.params or {}).get(n)), sort_keys=True) for e in experiments})
-        > 1
+        if _differing([to_wire((e.params or {}).get(n, missing)) for e in experiments])
     ]
 
 
-def render_ls(experiments: list[Experiment], as_json: bool = False, quiet: bool = False) -> str:
-    if quiet:
-        return "".join(e.id + "\n" for e in experiments)
-    if as_json:
-        rows = [
-            {
-                "id": e.id,
-                "created": e.to_json()["created"],
-                "params": e.params,
-                "command": e.command,
-                "num_checkpoints": len(e.checkpoints),
-                "latest_checkpoint": e.latest().to_json() if e.latest() else None,
-                "best_checkpoint": e.best().to_json() if e.best() else None,
-                "user": e.user,
-                "host": e.host,
-                "running": e.is_running(),
-            }
-            for e in experiments
-        ]
-        return json.dumps(to_wire(rows), indent=2) + "\n"
-    from tabulate import tabulate
-
-    params = _differing_params(experiments)
-    table = [
-        [
-            e.short_id(),
-            e.created.astimezone().strftime("%Y-%m-%d %H:%M:%S"),
-            "running" if e.is_running() else "stopped",
-            ", ".join(f"{n}={(e.params or {}).get(n)}" for n in params),
-            _checkpoint_cell(e.best()),
-            _checkpoint_cell(e.latest()),
-        ]
-        for e in experiments
-    ]
-    headers = ["EXPERIMENT", "STARTED", "STATUS", "PARAMS", "BEST CHECKPOINT", "LATEST CHECKPOINT"]
-    return tabulate(table, headers=headers, tablefmt="plain") + "\n"
+def render_table(app: App, experiments: list[Experiment], all_params: bool = False) -> str:
+    params = shown_params(experiments, all_params)
+    with_git = any(e._extra.get("git") for e in experiments)
+    users = _differing([e.user for e in experiments])
+    hosts = _differing([e.host for e in experiments])
+    headers = ["EXPERIMENT", "STARTED", "STATUS"]
+    headers += ["COMMIT"] * with_git + ["USER"] * users + ["HOST"] * hosts
+    headers += ["PARAMS", "BEST CHECKPOINT", "LATEST CHECKPOINT"]
+    rows = []
+    for e in experiments:
+        row = [e.short_id(), relative_time(e.created), "running" if e.is_running() else "stopped"]
+        if with_git:
+            row.append(commit_cell(e._extra.get("git")))
+        if users:
+            row.append(e.user or "")
+        if hosts:
+            row.append(e.host or "")
+        own = e.params or {}
+        row.append(", ".join(f"{n}={value_text(own[n])}" for n in params if n in own))
+        best, latest = e.best(), e.latest()
+        row.append(checkpoint_cell(best))
+        row.append(checkpoint_cell(latest))
+        rows.append(row)
+    return app.table(headers, rows)

@@ -280,6 +280,27 @@ class GitRepo:
             tree = self.repo[commit].peel(pygit2.Commit).tree
             return tree[METADATA_FILE].data
 
+    @_git_errors
+    def diff_snapshots(self, a: str, b: str, patch: bool = False) -> str:
+        """`git diff --stat a b` (the full patch with `patch`) between two snapshot commits;
+        "" when their trees are the same."""
+        with self._lock:
+            diff = self.repo.diff(self.repo[a].peel(pygit2.Tree), self.repo[b].peel(pygit2.Tree))
+            diff.find_similar()
+            if patch:
+                return diff.patch or ""
+            if not len(diff):
+                return ""
+            fmt = pygit2.enums.DiffStatsFormat.FULL | pygit2.enums.DiffStatsFormat.INCLUDE_SUMMARY
+            return diff.stats.format(fmt, 80)
+
+    def has_object(self, oid: str) -> bool:
+        with self._lock:
+            try:
+                return oid in self.repo
+            except (ValueError, pygit2.GitError):
+                return False
+
     def snapshot_tree(self, snapshot: str):
         with self._lock:
             return self.repo[snapshot].peel(pygit2.Tree)
@@ -306,11 +327,97 @@ class GitRepo:
         with self._lock:
             notes.update_note(self.repo, commit, experiment_id, line, self.signature(time.time()))
 
+    def remove_note_line(self, commit: str, experiment_id: str) -> None:
+        from . import notes
+
+        with self._lock:
+            notes.remove_note_line(self.repo, commit, experiment_id, self.signature(time.time()))
+
+    @_git_errors
+    def delete_experiment_refs(self, experiment_id: str) -> list[str]:
+        """Delete both refs of an experiment; returns the names deleted. The metadata ref goes
+        first: a writer still running then fails its compare-and-swap instead of reviving it."""
+        deleted = []
+        with self._lock:
+            for name in (METADATA_REFS + experiment_id, EXPERIMENTS_REFS + experiment_id):
+                ref = self.repo.references.get(name)
+                if ref is not None:
+                    ref.delete()
+                    deleted.append(name)
+        return deleted
+
+    def metadata_ref(self, experiment_id: str) -> str | None:
+        """The metadata commit of one experiment, or None if it is not in git."""
+        with self._lock:
+            ref = self.repo.references.get(METADATA_REFS + experiment_id)
+            return str(ref.target) if ref is not None else None
+
     def rebuild_notes(self, lines_by_commit: dict[str, list[str]]) -> None:
         from . import notes
 
         with self._lock:
             notes.rebuild_notes(self.repo, lines_by_commit, self.signature(time.time()))
+
+    # --- reading a snapshot back (checkout) ---
+
+    @_git_errors
+    def snapshot_files(self, commit: str) -> list[tuple[str, str, str, int]] | None:
+        """The files of `commit`'s tree inside the project dir, re-rooted there: a list of
+        (project-relative path, kind, blob id, size), kind being "file", "exec", "link" or
+        "gitlink" (a submodule: a commit id, no content here). None if the commit is not in
+        this repository (its refs were not fetched)."""
+        with self._lock:
+            repo = self.repo
+            try:
+                obj = repo.get(commit)
+            except (ValueError, pygit2.GitError):
+                obj = None
+            if obj is None:
+                return None
+            tree = obj.peel(pygit2.Tree)
+            if self.prefix:
+                try:
+                    tree = tree[self.prefix.rstrip("/")]
+                except KeyError:
+                    return []
+                if not isinstance(tree, pygit2.Tree):
+                    return []
+            read_header = repo.odb.read_header
+            out = []
+            stack = [("", tree)]
+            while stack:
+                base, folder = stack.pop()
+                for entry in folder:
+                    path = base + entry.name
+                    mode = entry.filemode
+                    if mode == pygit2.enums.FileMode.TREE:
+                        stack.append((path + "/", repo[entry.id]))
+                    elif mode == pygit2.enums.FileMode.COMMIT:
+                        out.append((path, "gitlink", str(entry.id), 0))
+                    else:
+                        kind = {_EXECUTABLE: "exec", _LINK: "link"}.get(mode, "file")
+                        out.append((path, kind, str(entry.id), read_header(entry.id)[1]))
+            out.sort()
+            return out
+
+    @_git_errors
+    def write_blob(self, blob_id: str, path: str | os.PathLike, mode: int = 0o644) -> None:
+        """Write a blob's raw bytes (no filters: as stored, as hashed) to a new file at `path`
+        (created with `mode`, less the umask; an existing file is an error)."""
+        with self._lock:
+            blob = self.repo[blob_id].peel(pygit2.Blob)
+            with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "wb") as out:
+                out.write(memoryview(blob))  # the buffer itself: no copy of a large blob
+
+    @_git_errors
+    def read_blob(self, blob_id: str) -> bytes:
+        with self._lock:
+            return self.repo[blob_id].peel(pygit2.Blob).data
+
+    @_git_errors
+    def hash_file(self, path: str | os.PathLike) -> str:
+        """The blob id git would give the file's bytes (nothing is written to the database)."""
+        return str(pygit2.hashfile(os.fspath(path)))
 
     # --- refs and identity ---
 

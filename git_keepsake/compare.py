@@ -1,0 +1,133 @@
+"""Comparing two experiments or checkpoints: what `git keepsake diff` shows, as data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .metadata import to_wire
+
+if TYPE_CHECKING:
+    from .checkpoint import Checkpoint
+    from .experiment import Experiment
+    from .project import Project
+
+NOT_SET = object()  # a value one side has and the other does not
+
+
+@dataclass
+class Side:
+    """One side of a comparison: an experiment, and the checkpoint it stands for (if any)."""
+
+    experiment: Experiment
+    checkpoint: Checkpoint | None
+    why: str  # "asked", "best", "latest" or "none"
+
+
+@dataclass
+class Comparison:
+    a: Side
+    b: Side
+    # section name -> [(field, value of a, value of b)]; NOT_SET where a side lacks it
+    sections: dict[str, list[tuple[str, Any, Any]]] = field(default_factory=dict)
+    code: str | None = None  # git diff --stat (or the patch); None when it can't be compared
+    code_note: str = ""  # why the code was not compared, or "" when it was
+
+
+def resolve(project: Project, id_or_prefix: str) -> Side:
+    """An experiment stands for its best checkpoint, else its latest."""
+    from .experiment import Experiment
+
+    found = project.catalog.find(id_or_prefix)
+    if isinstance(found, Experiment):
+        best = found.best()
+        if best is not None:
+            return Side(found, best, "best")
+        latest = found.latest()
+        return Side(found, latest, "latest" if latest else "none")
+    return Side(found.experiment, found, "asked")
+
+
+def compare(project: Project, a: str, b: str, patch: bool = False) -> Comparison:
+    """The differences between two experiments or checkpoints (IDs or prefixes)."""
+    left, right = resolve(project, a), resolve(project, b)
+    result = Comparison(left, right)
+    ea, eb = left.experiment, right.experiment
+    ga, gb = ea._extra.get("git") or {}, eb._extra.get("git") or {}
+
+    experiment = [("ID", ea.short_id(), eb.short_id()), ("Created", ea.created, eb.created)]
+    for name, va, vb in [
+        ("Status", _status(ea), _status(eb)),
+        ("User", ea.user or "", eb.user or ""),
+        ("Host", ea.host or "", eb.host or ""),
+        ("Command", ea.command or "", eb.command or ""),
+        ("Path", ea.path or "", eb.path or ""),
+        ("Python version", ea.python_version or "", eb.python_version or ""),
+        ("Git commit", (ga.get("commit") or "")[:7], (gb.get("commit") or "")[:7]),
+        ("Git branch", ga.get("branch") or "", gb.get("branch") or ""),
+        ("Uncommitted changes", ga.get("dirty", NOT_SET), gb.get("dirty", NOT_SET)),
+    ]:
+        if _differ(va, vb):
+            experiment.append((name, va, vb))
+    result.sections["Experiment"] = experiment
+    result.sections["Params"] = _map_diff(ea.params, eb.params)
+    result.sections["Python packages"] = _map_diff(ea.python_packages, eb.python_packages)
+
+    ca, cb = left.checkpoint, right.checkpoint
+    if ca is not None or cb is not None:
+        result.sections["Checkpoint"] = [
+            (name, _attr(ca, attr), _attr(cb, attr))
+            for name, attr in (("ID", "short_id"), ("Created", "created"))
+        ] + [
+            (name, va, vb)
+            for name, attr in (("Path", "path"), ("Step", "step"))
+            if _differ(va := _attr(ca, attr), vb := _attr(cb, attr)) or name == "Step"
+        ]
+        result.sections["Metrics"] = _map_diff(
+            ca.metrics if ca else None, cb.metrics if cb else None
+        )
+    result.code, result.code_note = _code(project, ga, gb, patch)
+    return result
+
+
+def _code(project: Project, ga: dict, gb: dict, patch: bool) -> tuple[str | None, str]:
+    snapshot_a, snapshot_b = ga.get("snapshot"), gb.get("snapshot")
+    if not (snapshot_a and snapshot_b):
+        return None, "not compared: both need a git snapshot (recorded inside a git repository)"
+    git = project.git
+    if git is None:
+        return None, "not compared: not inside a git repository"
+    missing = [s[:7] for s in (snapshot_a, snapshot_b) if not git.has_object(s)]
+    if missing:
+        return None, (
+            f"not compared: snapshot {', '.join(missing)} is not in this repository "
+            "(fetch it with: git keepsake pull)"
+        )
+    return git.diff_snapshots(snapshot_a, snapshot_b, patch), ""
+
+
+def _status(experiment: Experiment) -> str:
+    return "running" if experiment.is_running() else "stopped"
+
+
+def _attr(checkpoint: Checkpoint | None, attr: str) -> Any:
+    if checkpoint is None:
+        return NOT_SET
+    value = getattr(checkpoint, attr)
+    if attr == "path":
+        return value or ""
+    return value() if callable(value) else value
+
+
+def _differ(a: Any, b: Any) -> bool:
+    return to_wire(a) != to_wire(b) if a is not NOT_SET and b is not NOT_SET else a is not b
+
+
+def _map_diff(a: dict | None, b: dict | None) -> list[tuple[str, Any, Any]]:
+    a, b = a or {}, b or {}
+    out = []
+    for name in sorted(a.keys() | b.keys()):
+        va, vb = a.get(name, NOT_SET), b.get(name, NOT_SET)
+        if _differ(va, vb):
+            out.append((name, va, vb))
+    return out
