@@ -13,7 +13,7 @@ import tarfile
 import tempfile
 import threading
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
 from .errors import UnsafeTarball
@@ -324,6 +324,25 @@ def _extract_one(tar: tarfile.TarFile, member: tarfile.TarInfo, target: str) -> 
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def iter_files(
+    src: str | os.PathLike, fileobj: BinaryIO | None = None
+) -> Iterator[tuple[str, tarfile.TarInfo, BinaryIO]]:
+    """(normalized relative path, member, reader) of each file, in one sequential pass.
+
+    Each member is judged as extract_tarball judges it (UnsafeTarball at the first bad one),
+    but only when it is reached: a caller must write what it reads somewhere it can throw
+    away (a staging folder) until the pass is over. Directory entries are skipped. `fileobj`
+    gives the raw .tar.gz bytes instead of opening `src` (to count progress, say); `src` still
+    names the tarball in errors. A reader is valid until the next item is asked for.
+    """
+    with tarfile.open(src, "r|gz", fileobj=fileobj) as tar:
+        for member in tar:
+            if member.isdir():
+                continue
+            rel = _check_member(src, member)
+            yield rel, member, tar.extractfile(member)
 
 
 def list_members(src: str | os.PathLike) -> list[tuple[str, int]]:

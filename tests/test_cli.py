@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 import itertools
 import json
+import sys
 import time
 
 import pytest
@@ -376,19 +378,26 @@ def test_rm_experiment_removes_refs_note_metadata_and_tarballs(git_project, pinn
     assert run("ls", "-q")[1].split() == [keep.id]
 
 
-def test_rm_asks_and_refuses_without_an_answer(git_project, pinned, run, monkeypatch):
-    import io
-    import sys
+class Terminal(io.StringIO):
+    """stdin as a terminal that answers the prompt."""
 
+    def isatty(self) -> bool:
+        return True
+
+
+def test_rm_asks_and_refuses_without_a_terminal(git_project, pinned, run, monkeypatch):
     experiment = record({"lr": 0.1}, [0.5])
-    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    for piped in ("", "y\n"):  # no stdin, or a pipe: never taken as a yes
+        monkeypatch.setattr(sys, "stdin", io.StringIO(piped))
+        code, _, err = run("rm", experiment.short_id())
+        assert code == 1
+        assert "error: nothing deleted: no terminal to confirm on" in err
+        assert "hint: use -f" in err
+    monkeypatch.setattr(sys, "stdin", Terminal("n\n"))
     code, _, err = run("rm", experiment.short_id())
-    assert code == 1
-    assert "error: nothing deleted" in err and "hint: use -f" in err
-    monkeypatch.setattr(sys, "stdin", io.StringIO("n\n"))
-    assert run("rm", experiment.short_id())[0] == 1
+    assert code == 1 and f"experiment {experiment.short_id()} (lr=0.1)" in err
     assert run("ls", "-q")[1].split() == [experiment.id]
-    monkeypatch.setattr(sys, "stdin", io.StringIO("y\n"))
+    monkeypatch.setattr(sys, "stdin", Terminal("y\n"))
     assert run("rm", experiment.short_id())[0] == 0
     assert run("ls", "-q")[1] == ""
 

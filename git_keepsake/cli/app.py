@@ -47,8 +47,10 @@ class App:
         click.echo(text, err=True, color=self.color)
 
     def confirm(self, question: str, refusal: str, hint: str) -> bool:
-        """Ask on stderr; an answer can come from a pipe too. No stdin at all (EOF, as from
-        /dev/null in CI) is a refusal with `hint`, not a silent yes."""
+        """Ask on stderr. Only a terminal can answer: without one (a pipe, /dev/null, CI) this
+        is a refusal with `hint`, never a silent yes, and `yes |` does not overwrite work."""
+        if sys.stdin is None or not sys.stdin.isatty():
+            raise InvalidArgument(refusal, hint=hint)
         try:
             return click.confirm(question, default=False, err=True)
         except click.exceptions.Abort:

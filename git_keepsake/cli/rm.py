@@ -29,7 +29,7 @@ def rm(app: App, ids, force):
         app.say(f"  {line}")
     if not force and not app.confirm(
         f"Delete {len(lines)} item(s)?",
-        refusal="nothing deleted: no answer to the confirmation (stdin is closed)",
+        refusal="nothing deleted: no terminal to confirm on",
         hint="use -f to delete without asking",
     ):
         app.say("nothing deleted")

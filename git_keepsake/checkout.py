@@ -1,0 +1,764 @@
+"""Checkout: an experiment's code and a checkpoint's files, restored into a folder, safely.
+
+What is restored:
+- an experiment: its code, and its best checkpoint's files (else its latest's);
+- a checkpoint: its experiment's code, and its own files.
+The checkpoint's files win where both have a file.
+
+Code comes from the experiment's git snapshot commit when this repository has it: the whole
+snapshot tree under the project dir (HEAD's tree at init, with the snapshotted path as it was
+on disk), with executable bits and symlinks. Files left out of git for their size are taken
+from the experiment's tarball. Without the snapshot (recorded by Keepsake, outside git, or not
+fetched), code comes from `experiments/<id>.tar.gz`, if there is one.
+
+How it stays safe (DESIGN invariant 5: nothing lands outside the output folder):
+- `plan_checkout()` writes nothing in the output folder but a staging folder of its own
+  (`.keepsake-checkout-*`, same filesystem), where everything new or different is extracted
+  first. Tar members with `..`, absolute paths, links or devices, or that would go into `.git`
+  or the repository folder, raise UnsafeTarball while only staging has been written. A path
+  whose parent is a symlink out of the output folder, a folder where a file must go, or a file
+  where a folder must go raise CheckoutError. Then each file is compared with what is there
+  (size first, then bytes): `plan.conflicts` lists the existing files that would change.
+- `plan.apply()` renames the staged files into place. Unchanged files are not touched. Nothing
+  is ever deleted, and each target is checked again just before it is replaced: a file edited
+  since it was compared stops the checkout rather than be lost.
+- Symlinks in the git snapshot are written only if their target is relative and stays inside
+  the output folder; others are skipped with a note (they come from the user's own repository,
+  so refusing the whole checkout for them would be unhelpful). Submodules are skipped too.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import posixpath
+import secrets
+import shutil
+import stat
+import tarfile
+import tempfile
+import weakref
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+from .errors import CorruptRepository, InvalidArgument, KeepsakeError, NotFound, UnsafeTarball
+from .repository import tarball_key
+from .tarball import UNSAFE_HINT, iter_files
+
+if TYPE_CHECKING:
+    from .checkpoint import Checkpoint
+    from .experiment import Experiment
+    from .project import Project
+
+STAGING_PREFIX = ".keepsake-checkout-"
+CHUNK = 1024 * 1024
+PROGRESS_STEP = 1024 * 1024
+OTHER_DIR_HINT = "move it out of the way, or check out to another folder with -o DIR"
+
+Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
+
+
+class CheckoutError(KeepsakeError):
+    """The output folder can't take the files without deleting something or writing outside it."""
+
+
+class WouldOverwrite(CheckoutError):
+    """Existing files differ from the checkout's, and overwriting them was not confirmed."""
+
+    def __init__(
+        self, output_dir: str | os.PathLike, conflicts: list[str], hint: str | None = None
+    ):
+        super().__init__(
+            f"{len(conflicts)} file(s) in {os.fspath(output_dir)} would be overwritten",
+            hint or "pass force=True to overwrite them",
+        )
+        self.conflicts = conflicts
+
+
+@dataclass
+class PlannedFile:
+    """One file the checkout would write."""
+
+    path: str  # project-relative posix path
+    source: str  # "code" or "checkpoint"
+    kind: str  # "file", "exec" or "link"
+    size: int
+    status: str = "new"  # "new", "changed", "mode" (only the executable bit) or "unchanged"
+    blob: str | None = None  # code from git: the blob id
+    link: str | None = None  # kind "link": its target
+    staged: str | None = None  # the new content, in the staging folder
+    seen: tuple | None = None  # what was at the target when compared (see _fingerprint)
+
+
+@dataclass
+class CheckoutResult:
+    output_dir: Path
+    written: list[str] = field(default_factory=list)  # project-relative paths
+    unchanged: list[str] = field(default_factory=list)
+
+
+class CheckoutPlan:
+    """What a checkout would write, staged and compared; `apply()` writes it, `close()` drops it.
+
+    Use it as a context manager, so the staging folder goes whatever happens.
+    """
+
+    def __init__(
+        self,
+        project: Project,
+        experiment: Experiment,
+        checkpoint: Checkpoint | None,
+        reason: str | None,
+        output_dir: Path,
+    ):
+        self.project = project
+        self.experiment = experiment
+        self.checkpoint = checkpoint
+        self.checkpoint_reason = reason  # "asked", "best", "latest", or None without one
+        self.output_dir = output_dir  # resolved (symlinks followed)
+        self.code_source: str | None = None  # "git", "tarball", or None: no code
+        self.code_description = ""  # e.g. "git snapshot 1a2b3c4 of main @ 9f8e7d6"
+        self.files: list[PlannedFile] = []  # sorted by path
+        self.notes: list[str] = []  # what was skipped or missing, and why
+        self._staging: str | None = None
+        self._cleanup: weakref.finalize | None = None
+        self._created: list[str] = []  # folders made for output_dir, outermost first
+        self._count = 0
+        self._closed = False
+
+    def __enter__(self) -> CheckoutPlan:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    @property
+    def conflicts(self) -> list[str]:
+        """Existing files whose contents would change (never-seen files are not conflicts)."""
+        return [f.path for f in self.files if f.status == "changed"]
+
+    @property
+    def unchanged(self) -> list[str]:
+        return [f.path for f in self.files if f.status == "unchanged"]
+
+    @property
+    def to_write(self) -> list[str]:
+        return [f.path for f in self.files if f.status != "unchanged"]
+
+    def apply(self) -> CheckoutResult:
+        """Move the staged files into place (conflicts included: ask before calling this)."""
+        if self._closed:
+            raise CheckoutError("this checkout was already applied or closed")
+        root = str(self.output_dir)
+        written: list[str] = []
+        target = root
+        done = False
+        try:
+            # Everything is checked again first (the prompt may have waited an hour), so a
+            # file edited meanwhile stops the checkout before anything is written...
+            changes = [f for f in self.files if f.status != "unchanged"]
+            for f in changes:
+                target = _target(root, f.path)
+                self._check_unchanged_since_compared(f, target, _inspect(root, f.path), written)
+            for f in changes:
+                target = _target(root, f.path)
+                st = _inspect(root, f.path)
+                # ...and each file just before it is replaced, to keep the window small.
+                self._check_unchanged_since_compared(f, target, st, written)
+                if f.status == "mode":
+                    os.chmod(target, _exec_mode(st.st_mode, f.kind == "exec"))
+                else:
+                    os.makedirs(os.path.dirname(target), exist_ok=True)
+                    _move(f.staged, target)
+                written.append(f.path)
+            done = True
+        except OSError as e:
+            raise CheckoutError(
+                f"could not write {target}: {e.strerror or e}" + _written_before(written)
+            ) from e
+        finally:
+            self.close(keep_output_dir=done or bool(written))
+        return CheckoutResult(self.output_dir, written, self.unchanged)
+
+    @staticmethod
+    def _check_unchanged_since_compared(f, target, st, written) -> None:
+        if _fingerprint(st) != f.seen:
+            raise CheckoutError(
+                f"{target} changed while the checkout was waiting; it was left as it is"
+                + _written_before(written),
+                hint="run the checkout again",
+            )
+
+    def close(self, keep_output_dir: bool = False) -> None:
+        """Remove the staging folder, and the output folder if this plan made it and nothing
+        was written there. Safe to call twice."""
+        if self._cleanup is not None:
+            self._cleanup()
+        if not self._closed and not keep_output_dir:
+            for folder in reversed(self._created):
+                try:
+                    os.rmdir(folder)  # only if empty: never removes anything else
+                except OSError:
+                    break
+        self._closed = True
+
+    # --- used while planning ---
+
+    def _staging_dir(self) -> str:
+        if self._staging is None:
+            self._staging = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=self.output_dir)
+            self._cleanup = weakref.finalize(self, shutil.rmtree, self._staging, True)
+        return self._staging
+
+    def _new_staged_path(self) -> str:
+        self._count += 1
+        return os.path.join(self._staging_dir(), f"{self._count:07d}")
+
+
+def choose_checkpoint(
+    target: Experiment | Checkpoint,
+) -> tuple[Experiment, Checkpoint | None, str | None]:
+    """(experiment, checkpoint, why): a checkpoint is "asked"; for an experiment, its "best"
+    checkpoint, else its "latest", else none."""
+    from .checkpoint import Checkpoint
+
+    if isinstance(target, Checkpoint):
+        if target.experiment is None:
+            raise NotFound(f"checkpoint {target.short_id()} is not attached to an experiment")
+        return target.experiment, target, "asked"
+    best = target.best()
+    if best is not None:
+        return target, best, "best"
+    latest = target.latest()
+    return target, latest, "latest" if latest is not None else None
+
+
+def plan_checkout(
+    project: Project,
+    target: Experiment | Checkpoint | str,
+    output_dir: str | os.PathLike | None = None,
+    *,
+    path: str | None = None,
+    progress: Progress | None = None,
+    log: Callable[[str], None] | None = None,
+) -> CheckoutPlan:
+    """Stage and compare what checking out `target` (an experiment, a checkpoint or an ID
+    prefix) into `output_dir` (default: the project dir, made if missing) would write.
+
+    `path`: only this project-relative file or folder, from the code and the checkpoint alike.
+    `progress(done, total)` is called as bytes are extracted; `log` gets a line per download.
+    Raises UnsafeTarball, CheckoutError, NotFound... with nothing written but staging, which
+    is removed then. Otherwise the caller must `apply()` or `close()` the plan.
+    """
+    if isinstance(target, str):
+        target = project.catalog.find(target)
+    experiment, checkpoint, reason = choose_checkpoint(target)
+    only = _clean_path(path)
+    if "writer" in vars(project):
+        project.writer.flush()  # this process recorded something: let its tarballs land first
+    directory = os.path.abspath(
+        os.fspath(output_dir if output_dir is not None else project.directory)
+    )
+    created = _make_output_dir(directory)
+    plan = CheckoutPlan(project, experiment, checkpoint, reason, Path(os.path.realpath(directory)))
+    plan._created = created
+    try:
+        _Planner(plan, only, progress, log).run()
+    except OSError as e:
+        plan.close()
+        where = f" {e.filename}" if e.filename else ""
+        raise CheckoutError(
+            f"could not check out into {plan.output_dir}:{where} {e.strerror or e}"
+        ) from e
+    except BaseException:
+        plan.close()
+        raise
+    return plan
+
+
+def checkout(
+    project: Project,
+    target: Experiment | Checkpoint | str,
+    output_dir: str | os.PathLike | None = None,
+    *,
+    path: str | None = None,
+    force: bool = False,
+) -> CheckoutResult:
+    """Check out `target` into `output_dir` (default: the project dir).
+
+    Raises WouldOverwrite, having written nothing, if existing files would change and `force`
+    is not set. Never deletes a file.
+    """
+    with plan_checkout(project, target, output_dir, path=path) as plan:
+        if plan.conflicts and not force:
+            raise WouldOverwrite(plan.output_dir, plan.conflicts)
+        return plan.apply()
+
+
+class _Planner:
+    """Fills a CheckoutPlan: gathers the sources, stages what differs, compares."""
+
+    def __init__(self, plan: CheckoutPlan, only: str | None, progress, log):
+        self.plan = plan
+        self.project = plan.project
+        self.root = str(plan.output_dir)
+        self.only = only
+        self.progress = progress
+        self.log = log or (lambda line: None)
+        self.done = 0
+        self.reported = -1
+        self.total = 0
+        self.matched = False  # `only` matched something, even something skipped
+        self.available: set[str] = set()  # every path in the sources, for "not found" errors
+        self.code: dict[str, PlannedFile] = {}
+        self.weights: dict[str, PlannedFile] = {}
+        self.reserved = self._reserved_folders()
+        self.downloaded: dict[str, str] = {}  # local copy -> the blob's URL
+
+    def run(self) -> None:
+        plan = self.plan
+        git_files = self._git_snapshot()
+        code_tarball = self._code_tarball(git_files is not None)
+        weights_tarball = self._checkpoint_tarball()
+        if git_files is not None:
+            self._plan_git(git_files)
+        self.total = sum(f.size for f in self.code.values() if f.blob is not None)
+        for tarball in (code_tarball, weights_tarball):
+            if tarball is not None:
+                self.total += os.path.getsize(tarball)
+        self._tick(0)
+        if code_tarball is not None:
+            in_git = {entry[0] for entry in git_files or ()}
+            self._stage_tarball(code_tarball, "code", skip=in_git)
+        if weights_tarball is not None:
+            self._stage_tarball(weights_tarball, "checkpoint")
+        if self.only is not None and not self.matched:
+            raise self._path_not_found()
+        plan.files = self._merge()
+        for f in plan.files:
+            self._compare(f)
+
+    # --- the sources ---
+
+    def _git_snapshot(self) -> list[tuple[str, str, str, int]] | None:
+        plan, experiment = self.plan, self.plan.experiment
+        info = experiment._extra.get("git") or {}
+        snapshot = info.get("snapshot")
+        if not snapshot:
+            return None
+        git = self.project.git
+        if git is None:
+            plan.notes.append(
+                f"experiment {experiment.short_id()} was recorded in git (snapshot "
+                f"{snapshot[:7]}), but {self.project.directory} is not in a git work tree"
+            )
+            return None
+        files = git.snapshot_files(snapshot)
+        if files is None:
+            plan.notes.append(
+                f"the git snapshot {snapshot[:7]} of experiment {experiment.short_id()} is not "
+                "in this repository (its refs were not fetched?)"
+            )
+            return None
+        plan.code_source = "git"
+        commit, branch = info.get("commit"), info.get("branch")
+        text = f"git snapshot {snapshot[:7]}"
+        if commit:
+            text += f" of {branch} @ {commit[:7]}" if branch else f" of {commit[:7]}"
+        if experiment.path and info.get("dirty"):
+            text += ", with the uncommitted changes it ran with"
+        plan.code_description = text
+        if not experiment.path and info.get("dirty"):
+            plan.notes.append(
+                f"experiment {experiment.short_id()} ran with uncommitted changes that were not "
+                f"recorded (it was started without init(path=...)): this is the code of commit "
+                f"{(commit or '')[:7]}"
+            )
+        return files
+
+    def _code_tarball(self, have_git: bool) -> str | None:
+        plan, experiment = self.plan, self.plan.experiment
+        if not experiment.path:
+            if not have_git:
+                plan.notes.append(
+                    f"experiment {experiment.short_id()} has no code snapshot "
+                    "(it was started without init(path=...))"
+                )
+            return None
+        # With git, the tarball only adds what was too big for git: optional.
+        local = self._fetch("experiments", experiment.id)
+        if local is None and not have_git:
+            storage = self.project.repository.storage
+            plan.notes.append(
+                f"the code of experiment {experiment.short_id()} is missing: "
+                f"{tarball_key('experiments', experiment.id)} is not in {storage.url}"
+            )
+        elif local is not None and not have_git:
+            plan.code_source = "tarball"
+            plan.code_description = f"snapshot of '{experiment.path}' in blob storage"
+        return local
+
+    def _checkpoint_tarball(self) -> str | None:
+        plan, experiment, checkpoint = self.plan, self.plan.experiment, self.plan.checkpoint
+        if checkpoint is None:
+            plan.notes.append(
+                f"experiment {experiment.short_id()} has no checkpoints: only its code is restored"
+            )
+            return None
+        if not checkpoint.path:
+            plan.notes.append(
+                f"checkpoint {checkpoint.short_id()} has no files "
+                "(it was saved without checkpoint(path=...))"
+            )
+            return None
+        local = self._fetch("checkpoints", checkpoint.id)
+        if local is None:
+            key = tarball_key("checkpoints", checkpoint.id)
+            raise NotFound(
+                f"the files of checkpoint {checkpoint.short_id()} are missing: {key} is not in "
+                f"{self.project.repository.storage.url}",
+                hint="if it was recorded on another machine, its upload may not have finished",
+            )
+        return local
+
+    def _fetch(self, kind: str, object_id: str) -> str | None:
+        """A local path to a tarball (downloaded into staging if remote), None if absent."""
+        storage = self.project.repository.storage
+        key = tarball_key(kind, object_id)
+        local = storage.local_path(key)
+        if local is not None:
+            return str(local) if local.is_file() else None
+        if not storage.exists(key):
+            return None
+        dest = os.path.join(self.plan._staging_dir(), f"download-{kind}.tar.gz")
+        self.log(f"Downloading {key} from {storage.url}")
+        try:
+            storage.get_file(key, dest)
+        except NotFound:
+            return None
+        self.downloaded[dest] = f"{storage.url}/{key}"
+        return dest
+
+    # --- staging ---
+
+    def _plan_git(self, files: list[tuple[str, str, str, int]]) -> None:
+        git = self.project.git
+        for path, kind, blob, size in files:
+            if kind != "gitlink":
+                self.available.add(path)
+            if not self._wanted(path):
+                continue
+            if kind == "gitlink":
+                self.plan.notes.append(
+                    f"skipped submodule {path} (at {blob[:7]}): restore it with "
+                    "`git submodule update`"
+                )
+                continue
+            reason = self._reserved_reason(path)
+            if reason:
+                raise CheckoutError(f"the git snapshot has {path!r}, which {reason}")
+            if kind == "link":
+                link = os.fsdecode(git.read_blob(blob))
+                if not _link_stays_inside(path, link):
+                    self.plan.notes.append(
+                        f"skipped symlink {path} -> {link}: it points outside the output folder"
+                    )
+                    continue
+                self.code[path] = PlannedFile(path, "code", "link", len(link), link=link)
+            else:
+                self.code[path] = PlannedFile(path, "code", kind, size, blob=blob)
+
+    def _stage_tarball(self, src: str, source: str, skip: set[str] = frozenset()) -> None:
+        planned = self.code if source == "code" else self.weights
+        start = self.done
+        name = self.downloaded.get(src, src)  # errors name the blob, not our temp copy
+        try:
+            with open(src, "rb") as raw:
+                for rel, member, reader in iter_files(name, _Counted(raw, self._tick)):
+                    reason = self._reserved_reason(rel)
+                    if reason:
+                        raise UnsafeTarball(f"{name}: member {member.name!r} {reason}", UNSAFE_HINT)
+                    if rel in skip:
+                        continue  # the git snapshot has it
+                    self.available.add(rel)
+                    if not self._wanted(rel):
+                        continue
+                    _inspect(self.root, rel)  # fail before staging gigabytes, not after
+                    kind = "exec" if member.mode & 0o111 else "file"
+                    staged = self.plan._new_staged_path()
+                    with _create(staged, kind) as out:
+                        shutil.copyfileobj(reader, out, CHUNK)
+                    planned[rel] = PlannedFile(rel, source, kind, member.size, staged=staged)
+        except (tarfile.TarError, zlib.error, EOFError) as e:
+            raise CorruptRepository(f"{name} is not a readable .tar.gz: {e}") from e
+        self._tick(os.path.getsize(src) - (self.done - start))  # padding after the end marker
+
+    def _merge(self) -> list[PlannedFile]:
+        """Code, then the checkpoint's files over it; one path can't be a file and a folder."""
+        files = {**self.code, **self.weights}
+        for rel in sorted(files):
+            parts = rel.split("/")
+            for i in range(1, len(parts)):
+                folder = "/".join(parts[:i])
+                if folder not in files or rel not in files:
+                    continue
+                a, b = files[folder], files[rel]
+                if a.source == b.source:
+                    raise CorruptRepository(
+                        f"the {a.source} has {folder!r} both as a file and as a folder"
+                    )
+                loser = a if a.source == "code" else b
+                del files[loser.path]
+                self.plan.notes.append(
+                    f"the code's {loser.path} is left out: the checkpoint has "
+                    f"{'files under' if loser is a else 'a file at'} {folder}"
+                )
+        return [files[rel] for rel in sorted(files)]
+
+    def _compare(self, f: PlannedFile) -> None:
+        """Set f.status from what is at the target; stage what must be written."""
+        target = _target(self.root, f.path)
+        st = _inspect(self.root, f.path)
+        is_file = st is not None and stat.S_ISREG(st.st_mode)
+        if f.kind == "link":
+            same = st is not None and stat.S_ISLNK(st.st_mode) and os.readlink(target) == f.link
+            if not same:
+                f.staged = self.plan._new_staged_path()
+                os.symlink(f.link, f.staged)
+        elif f.blob is not None:
+            git = self.project.git
+            same = is_file and st.st_size == f.size and git.hash_file(target) == f.blob
+            if not same:
+                f.staged = self.plan._new_staged_path()
+                git.write_blob(f.blob, f.staged, 0o755 if f.kind == "exec" else 0o644)
+            self._tick(f.size)
+        else:
+            same = is_file and st.st_size == f.size and _same_bytes(f.staged, target)
+            if same:
+                os.unlink(f.staged)  # ours, in staging: not needed
+                f.staged = None
+        if same:
+            executable = f.kind == "exec"
+            f.status = "mode" if is_file and bool(st.st_mode & 0o100) != executable else "unchanged"
+        else:
+            f.status = "new" if st is None else "changed"
+        f.seen = _fingerprint(st)
+
+    # --- helpers ---
+
+    def _wanted(self, rel: str) -> bool:
+        only = self.only
+        if only is None or rel == only or rel.startswith(only + "/"):
+            self.matched = True
+            return True
+        return False
+
+    def _tick(self, n: int) -> None:
+        self.done += n
+        # Tar streams are read 10 KiB at a time: report per MiB, and at the start and end.
+        if self.progress is not None and (
+            self.done - self.reported >= PROGRESS_STEP or self.done in (0, self.total)
+        ):
+            self.reported = self.done
+            self.progress(self.done, self.total)
+
+    def _reserved_folders(self) -> list[str]:
+        """Folders in the output folder no checkout may write into: the local repository."""
+        local = self.project.local_repository_dir()
+        if local is None:
+            return []
+        try:
+            rel = Path(os.path.realpath(local)).relative_to(self.root).as_posix()
+        except ValueError:
+            return []
+        return [] if rel == "." else [rel]
+
+    def _reserved_reason(self, rel: str) -> str | None:
+        if any(part.lower() == ".git" for part in rel.split("/")):
+            return "would be written into a .git folder"
+        for folder in self.reserved:
+            if rel == folder or rel.startswith(folder + "/"):
+                return f"would be written into the repository folder {folder}"
+        return None
+
+    def _path_not_found(self) -> NotFound:
+        plan = self.plan
+        where = f"the code of experiment {plan.experiment.short_id()}"
+        if plan.checkpoint is not None and plan.checkpoint.path:
+            where += f" or checkpoint {plan.checkpoint.short_id()}"
+        top = sorted({p.split("/")[0] + ("/" if "/" in p else "") for p in self.available})
+        shown = ", ".join(top[:20]) + (f", ... ({len(top)} in all)" if len(top) > 20 else "")
+        return NotFound(
+            f"{self.only!r} is not in {where}; "
+            + (f"it has: {shown}" if top else "there are no files"),
+            hint="--path takes a file or folder relative to the project directory",
+        )
+
+
+class _Counted:
+    """A binary reader that reports how many bytes went through it."""
+
+    def __init__(self, raw: BinaryIO, tick: Callable[[int], None]):
+        self._raw = raw
+        self._tick = tick
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._raw.read(size)
+        self._tick(len(data))
+        return data
+
+
+def _clean_path(path: str | os.PathLike | None) -> str | None:
+    if path is None:
+        return None
+    text = os.fspath(path).replace(os.sep, "/")
+    if posixpath.isabs(text) or ".." in text.split("/"):
+        raise InvalidArgument(
+            f"the path {os.fspath(path)!r} must be inside the project directory, relative to it",
+            hint="e.g. --path model.pth or --path src/",
+        )
+    text = posixpath.normpath(text).strip("/")
+    return None if text in ("", ".") else text
+
+
+def _make_output_dir(directory: str) -> list[str]:
+    """Create the output folder if missing; returns the folders made, outermost first."""
+    missing = []
+    folder = directory
+    while not os.path.isdir(folder):
+        if os.path.lexists(folder):
+            raise CheckoutError(
+                f"{folder} is not a folder", hint="give a folder to check out into with -o DIR"
+            )
+        missing.append(folder)
+        folder = os.path.dirname(folder)
+    created = []
+    try:
+        for folder in reversed(missing):
+            os.mkdir(folder)
+            created.append(folder)
+    except OSError as e:
+        for folder in reversed(created):
+            os.rmdir(folder)
+        raise CheckoutError(f"could not create {e.filename or directory}: {e.strerror}") from e
+    return created
+
+
+def _target(root: str, rel: str) -> str:
+    return os.path.join(root, *rel.split("/"))
+
+
+def _inside(path: str, root: str) -> bool:
+    return os.path.commonpath([path, root]) == root
+
+
+def _inspect(root: str, rel: str) -> os.stat_result | None:
+    """lstat of the target (None if absent), once it is clear that it can be written without
+    writing outside `root` (a resolved path) or deleting anything."""
+    parts = rel.split("/")
+    folder = root
+    for part in parts[:-1]:
+        folder = os.path.join(folder, part)
+        try:
+            st = os.lstat(folder)
+        except FileNotFoundError:
+            return None  # made at apply time; nothing below it exists
+        if stat.S_ISLNK(st.st_mode):
+            real = os.path.realpath(folder)
+            if not _inside(real, root):
+                raise CheckoutError(
+                    f"{folder} is a symlink to {os.readlink(folder)!r}, outside {root}: "
+                    f"{rel} would be written there",
+                    hint="replace the link with a folder, or check out to another folder with "
+                    "-o DIR",
+                )
+            try:
+                st = os.stat(folder)
+            except FileNotFoundError:
+                raise CheckoutError(
+                    f"{folder} is a broken symlink, and {rel} needs a folder there",
+                    hint=OTHER_DIR_HINT,
+                ) from None
+        if not stat.S_ISDIR(st.st_mode):
+            raise CheckoutError(
+                f"{folder} is a file, and {rel} needs a folder there", hint=OTHER_DIR_HINT
+            )
+    target = os.path.join(folder, parts[-1])
+    try:
+        st = os.lstat(target)
+    except FileNotFoundError:
+        return None
+    if stat.S_ISDIR(st.st_mode):
+        raise CheckoutError(
+            f"{target} is a folder, and the checkout has a file there", hint=OTHER_DIR_HINT
+        )
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+        raise CheckoutError(f"{target} is not a regular file", hint=OTHER_DIR_HINT)
+    return st
+
+
+def _fingerprint(st: os.stat_result | None) -> tuple | None:
+    if st is None:
+        return None
+    return (st.st_mode, st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def _link_stays_inside(rel: str, link: str) -> bool:
+    """A symlink at `rel` to `link` resolves (lexically) inside the output folder. Writes never
+    go through links anyway (every target's folders are checked physically): this keeps links
+    that point at other places on this machine out of the checkout."""
+    if not link or posixpath.isabs(link) or os.path.isabs(link):
+        return False
+    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(rel), link))
+    return resolved != ".." and not resolved.startswith("../")
+
+
+def _create(path: str, kind: str):
+    """A new file in staging, its mode as checkout leaves it (the umask applies, as for git)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    return open(os.open(path, flags, 0o755 if kind == "exec" else 0o644), "wb")
+
+
+def _same_bytes(a: str, b: str) -> bool:
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while True:
+            chunk = fa.read(CHUNK)
+            if chunk != fb.read(CHUNK):
+                return False
+            if not chunk:
+                return True
+
+
+def _exec_mode(mode: int, executable: bool) -> int:
+    """`mode` with x where r is set (as git does), or with no x at all."""
+    mode = stat.S_IMODE(mode)
+    return mode | (mode & 0o444) >> 2 if executable else mode & ~0o111
+
+
+def _move(staged: str, target: str) -> None:
+    try:
+        os.replace(staged, target)
+        return
+    except OSError as e:
+        if e.errno != errno.EXDEV:
+            raise
+    # Another filesystem is mounted inside the output folder: copy beside the target first.
+    folder, name = os.path.split(target)
+    tmp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.tmp")
+    try:
+        if os.path.islink(staged):
+            os.symlink(os.readlink(staged), tmp)
+        else:
+            shutil.copy2(staged, tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _written_before(written: list[str]) -> str:
+    return f" ({len(written)} file(s) were written before that)" if written else ""
