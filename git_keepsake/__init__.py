@@ -6,14 +6,41 @@ The API is Keepsake's, name for name: `import git_keepsake as keepsake`.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .checkpoint import Checkpoint, CheckpointList
 from .errors import KeepsakeError
-from .experiment import Experiment, ExperimentList
-from .project import Project
+
+if TYPE_CHECKING:
+    from .checkpoint import Checkpoint, CheckpointList
+    from .experiment import Experiment, ExperimentList
+    from .project import Project
 
 __version__ = "0.1.0"
+
+# Imported on first use, so `import git_keepsake` (and `git keepsake -h`, which needs only the
+# version and the errors) doesn't load the recording machinery.
+_LAZY = {
+    "Checkpoint": "checkpoint",
+    "CheckpointList": "checkpoint",
+    "Experiment": "experiment",
+    "ExperimentList": "experiment",
+    "Project": "project",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    if name == "default_project":
+        from .project import Project
+
+        globals()[name] = value = Project()
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class _CurrentDirectoryProject:
@@ -24,10 +51,11 @@ class _CurrentDirectoryProject:
         self._attribute = attribute
 
     def __getattr__(self, name: str):
+        from .project import Project
+
         return getattr(getattr(Project(), self._attribute), name)
 
 
-default_project = Project()
 experiments = _CurrentDirectoryProject("experiments")
 checkpoints = _CurrentDirectoryProject("checkpoints")
 
@@ -42,6 +70,8 @@ def init(
     Example:
         experiment = keepsake.init(path=".", params={"learning_rate": 0.01})
     """
+    from .project import Project
+
     return Project().experiments.create(
         path=path, params=params, disable_heartbeat=disable_heartbeat
     )

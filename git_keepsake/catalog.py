@@ -16,7 +16,7 @@ is only a cache: deleting it costs one slow listing; a broken or locked one is b
 from __future__ import annotations
 
 import gc
-import json
+import marshal
 import sqlite3
 import sys
 from collections.abc import Callable
@@ -33,7 +33,8 @@ if TYPE_CHECKING:
     from .project import Project
 
 INDEX_FILE = "index.sqlite"
-SCHEMA = 3  # bump whenever summarize() or best() change what a summary holds
+# Bump the first number whenever summarize() or best() change what a summary holds.
+SCHEMA = 5 * 10000 + sys.version_info[0] * 100 + sys.version_info[1]
 
 
 class Catalog:
@@ -43,20 +44,47 @@ class Catalog:
     # --- where each experiment's metadata is ---
 
     def _sources(self) -> dict[str, tuple[str, str | None, Callable[[], bytes]]]:
-        """{experiment id: (source, version, read full JSON bytes)}; git wins over storage."""
+        """{experiment id: (source, version, read full JSON bytes)}; git wins over storage.
+
+        Git refs are read from the ref files (pygit2 is imported only to read a metadata
+        commit the index lacks), and blob-storage versions are asked for only when some
+        experiment is in storage alone (recorded outside git, or by Keepsake 0.4.2)."""
         project = self.project
-        repository = project.repository
         out: dict[str, tuple[str, str | None, Callable[[], bytes]]] = {}
-        storage = repository.storage
-        for key, version in storage.list_versions(EXPERIMENTS_PREFIX).items():
-            name = key.rsplit("/", 1)[-1]
-            if name.endswith(".json") and metadata.is_id(name[:-5]):
-                out[name[:-5]] = ("storage", version, _reader(storage.get_bytes, key))
-        git = project.git
-        if git is not None:
-            for experiment_id, commit in git.metadata_refs().items():
-                out[experiment_id] = ("git", commit, _reader(git.read_metadata, commit))
+        in_git = self._metadata_refs()
+        for experiment_id, commit in in_git.items():
+            out[experiment_id] = ("git", commit, _reader(self._read_git, commit))
+        storage = project.repository.storage
+        names = {key.rsplit("/", 1)[-1] for key in storage.list(EXPERIMENTS_PREFIX)}
+        only_in_storage = {
+            name[:-5]
+            for name in names
+            if name.endswith(".json") and name[:-5] not in in_git and metadata.is_id(name[:-5])
+        }
+        if only_in_storage:
+            versions = storage.list_versions(EXPERIMENTS_PREFIX)
+            for experiment_id in only_in_storage:
+                key = EXPERIMENTS_PREFIX + experiment_id + ".json"
+                out[experiment_id] = ("storage", versions.get(key), _reader(storage.get_bytes, key))
         return out
+
+    def _metadata_refs(self) -> dict[str, str]:
+        dirs = self.project.git_dirs
+        if dirs is None:
+            return {}
+        from .git.refs import METADATA_REFS, read_refs
+
+        found = read_refs(dirs[1], METADATA_REFS)
+        if found is None:  # refs in a format only git reads
+            git = self.project.git
+            found = git.metadata_refs() if git is not None else {}
+        return {i: c for i, c in found.items() if metadata.is_id(i)}
+
+    def _read_git(self, commit: str) -> bytes:
+        git = self.project.git
+        if git is None:
+            raise CorruptRepository(f"cannot open the git repository to read {commit[:7]}")
+        return git.read_metadata(commit)
 
     # --- reading ---
 
@@ -93,9 +121,9 @@ class Catalog:
             hit = cached.get(experiment_id)
             if hit is not None and version is not None and hit[:2] == (source, version):
                 try:
-                    out.append(self._from_summary(json.loads(hit[2]), read))
+                    out.append(self._from_summary(marshal.loads(hit[2]), read))
                     continue
-                except (ValueError, KeyError, TypeError):
+                except (ValueError, KeyError, TypeError, EOFError):
                     pass  # a damaged row: read the experiment afresh
             try:
                 experiment = self._build(_decode(read(), experiment_id))
@@ -128,13 +156,20 @@ class Catalog:
         Checkpoint ids are looked up in the index, so finding one reads one experiment's
         metadata, however many there are (after the index has seen them all once).
         """
-        prefix = check_prefix(id_or_prefix)
+        return self.find_all([id_or_prefix])[0]
+
+    def find_all(self, ids_or_prefixes: list[str]) -> list[Experiment | Checkpoint]:
+        """`find` for several IDs (as `diff` and `rm` take), listing the sources once."""
+        prefixes = [check_prefix(i) for i in ids_or_prefixes]
         self.project.repository.check_version()
         sources = self._sources()
+        checkpoints = self._checkpoint_ids(prefixes, sources)
+        return [self._find(prefix, sources, checkpoints) for prefix in prefixes]
+
+    def _find(self, prefix: str, sources, checkpoint_ids: dict[str, str]):
         experiments = sorted(i for i in sources if i.startswith(prefix))
-        checkpoints = self._checkpoint_ids(prefix, sources)
         matches = [("experiment", i) for i in experiments]
-        matches += [("checkpoint", i) for i in sorted(checkpoints)]
+        matches += [("checkpoint", i) for i in sorted(checkpoint_ids) if i.startswith(prefix)]
         if not matches:
             raise NotFound(
                 f"no experiment or checkpoint matches {prefix!r}",
@@ -148,7 +183,7 @@ class Catalog:
                 hint="give more characters of the ID",
             )
         kind, found = matches[0]
-        experiment_id = found if kind == "experiment" else checkpoints[found]
+        experiment_id = found if kind == "experiment" else checkpoint_ids[found]
         experiment = self._build(_decode(sources[experiment_id][2](), experiment_id))
         if kind == "experiment":
             return experiment
@@ -157,22 +192,29 @@ class Catalog:
                 return checkpoint
         raise NotFound(f"checkpoint {found[:7]} is gone from experiment {experiment_id[:7]}")
 
-    def _checkpoint_ids(self, prefix: str, sources) -> dict[str, str]:
-        """{checkpoint id starting with prefix: its experiment id}, via the index."""
+    def _checkpoint_ids(self, prefixes: list[str], sources) -> dict[str, str]:
+        """{checkpoint id starting with one of the prefixes: its experiment id}, via the index
+        (brought up to date first with experiments it lacks or holds an older version of)."""
         index = _Index.open(self.project.state_dir / INDEX_FILE)
         try:
-            experiments = None
             if index.db is not None:
                 current = index.versions()
                 if any(current.get(i) != s[:2] or s[1] is None for i, s in sources.items()):
-                    experiments = self._read(sources, index)  # new or changed: index them
-                found = index.checkpoints(prefix)
-                if found is not None:
-                    return {c: e for c, e in found.items() if e in sources}
-            if experiments is None:
-                experiments = self._read(sources, _Index(None))
+                    self._read(sources, index)
+                found: dict[str, str] = {}
+                for prefix in prefixes:
+                    rows = index.checkpoints(prefix)
+                    if rows is None:
+                        break  # the index broke meanwhile: read everything below
+                    found.update((c, e) for c, e in rows.items() if e in sources)
+                else:
+                    return found
+            experiments = self._read(sources, _Index(None))
             return {
-                c.id: e.id for e in experiments for c in e.checkpoints if c.id.startswith(prefix)
+                c.id: e.id
+                for e in experiments
+                for c in e.checkpoints
+                if any(c.id.startswith(p) for p in prefixes)
             }
         finally:
             index.close()
@@ -203,8 +245,8 @@ class Catalog:
 
         experiment_id = summary["id"]
 
-        def load() -> list[dict[str, Any]]:
-            return _decode(read(), experiment_id).get("checkpoints") or []
+        def load() -> dict[str, Any]:
+            return _decode(read(), experiment_id)
 
         experiment = Experiment.from_json(self.project, summary["experiment"], lazy=load)
         experiment._summary = {
@@ -230,10 +272,10 @@ def check_prefix(id_or_prefix: str) -> str:
     return prefix
 
 
-def summarize(experiment: Experiment) -> str:
+def summarize(experiment: Experiment) -> bytes:
     best, latest = experiment.best(), experiment.latest()
     head = experiment.to_json()
-    head.pop("checkpoints", None)
+    del head["checkpoints"], head["python_packages"]  # read from the full metadata when asked
     summary = {
         "id": experiment.id,
         "experiment": head,
@@ -241,8 +283,10 @@ def summarize(experiment: Experiment) -> str:
         "latest": latest.to_json() if latest else None,
         "count": len(experiment.checkpoints),
     }
-    # In Keepsake's wire form (NaN as "[NaN]"), as from_json expects it back.
-    return json.dumps(metadata.to_wire(summary), separators=(",", ":"), allow_nan=False)
+    # In Keepsake's wire form (NaN as "[NaN]"), as from_json expects it back. marshal, not
+    # JSON: it reads back twice as fast, and this is a private cache (SCHEMA has the Python
+    # version in it, as marshal's format may change between versions).
+    return marshal.dumps(metadata.to_wire(summary))
 
 
 def _attach(checkpoint, experiment):
@@ -287,7 +331,7 @@ class _Index:
                 db.execute("DROP TABLE IF EXISTS checkpoints")
             db.execute(
                 "CREATE TABLE IF NOT EXISTS summaries (id TEXT PRIMARY KEY, source TEXT,"
-                " version TEXT, summary TEXT)"
+                " version TEXT, summary BLOB)"
             )
             db.execute(
                 "CREATE TABLE IF NOT EXISTS checkpoints (id TEXT PRIMARY KEY, experiment TEXT)"

@@ -34,11 +34,10 @@ class Comparison:
     code_note: str = ""  # why the code was not compared, or "" when it was
 
 
-def resolve(project: Project, id_or_prefix: str) -> Side:
+def side(found: Experiment | Checkpoint) -> Side:
     """An experiment stands for its best checkpoint, else its latest."""
     from .experiment import Experiment
 
-    found = project.catalog.find(id_or_prefix)
     if isinstance(found, Experiment):
         best = found.best()
         if best is not None:
@@ -50,7 +49,7 @@ def resolve(project: Project, id_or_prefix: str) -> Side:
 
 def compare(project: Project, a: str, b: str, patch: bool = False) -> Comparison:
     """The differences between two experiments or checkpoints (IDs or prefixes)."""
-    left, right = resolve(project, a), resolve(project, b)
+    left, right = (side(found) for found in project.catalog.find_all([a, b]))
     result = Comparison(left, right)
     ea, eb = left.experiment, right.experiment
     ga, gb = ea._extra.get("git") or {}, eb._extra.get("git") or {}

@@ -61,10 +61,12 @@ class Experiment:
         self.path = path
         self.params = params
         self.python_version = python_version
-        self.python_packages = python_packages
+        self._python_packages = python_packages
         self.keepsake_version = keepsake_version
         self._checkpoints: CheckpointList | None = None
-        self._load_checkpoints: Callable[[], list[dict[str, Any]]] | None = None
+        # For experiments from a listing: reads the full metadata, for what the summary lacks.
+        self._load_full: Callable[[], dict[str, Any]] | None = None
+        self._packages_loaded = True
         self._summary: dict[str, Checkpoint | None] | None = None  # best/latest, from the index
         self._count: int | None = None  # number of checkpoints, from the index
         self._extra = extra or {}
@@ -86,9 +88,28 @@ class Experiment:
     def checkpoints(self) -> CheckpointList:
         """All checkpoints, oldest first (read on first use for experiments from a listing)."""
         if self._checkpoints is None:
-            load, self._load_checkpoints = self._load_checkpoints, None
-            self._set_checkpoints(Checkpoint.from_json(c) for c in load())
+            self._read_full()
         return self._checkpoints
+
+    @property
+    def python_packages(self) -> dict[str, str] | None:
+        """{name: version} of the packages the script had imported (read on first use for
+        experiments from a listing: it is most of the metadata, and `ls` never shows it)."""
+        if not self._packages_loaded:
+            self._read_full()
+        return self._python_packages
+
+    @python_packages.setter
+    def python_packages(self, value: dict[str, str] | None) -> None:
+        self._python_packages, self._packages_loaded = value, True
+
+    def _read_full(self) -> None:
+        data = self._load_full() if self._load_full is not None else {}
+        self._load_full = None
+        if self._checkpoints is None:
+            self._set_checkpoints(Checkpoint.from_json(c) for c in data.get("checkpoints") or ())
+        if not self._packages_loaded:
+            self.python_packages = data.get("python_packages")
 
     @checkpoints.setter
     def checkpoints(self, value: Iterable[Checkpoint]) -> None:
@@ -252,10 +273,11 @@ class Experiment:
         cls,
         project: Project,
         data: dict[str, Any],
-        lazy: Callable[[], list[dict[str, Any]]] | None = None,
+        lazy: Callable[[], dict[str, Any]] | None = None,
     ) -> Experiment:
-        """An experiment from its JSON; with `lazy`, its checkpoints are read by calling it,
-        on first use (listings build thousands of experiments and look at few checkpoints)."""
+        """An experiment from its JSON; with `lazy`, `data` is a summary and the checkpoints
+        (and packages, if the summary lacks them) are read by calling it, on first use:
+        listings build thousands of experiments and look at few checkpoints."""
         known = set(metadata.EXPERIMENT_FIELDS)
         created_text = data.get("created") or ""
         experiment = cls(
@@ -279,7 +301,8 @@ class Experiment:
         experiment._created_text = created_text
         if lazy is not None:
             experiment._checkpoints = None
-            experiment._load_checkpoints = lazy
+            experiment._load_full = lazy
+            experiment._packages_loaded = "python_packages" in data
         return experiment
 
     def _head_json(self) -> dict[str, Any]:

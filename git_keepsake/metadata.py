@@ -6,7 +6,7 @@ import datetime as dt
 import json
 import math
 import re
-import secrets
+import sys
 from typing import Any
 
 from .errors import InvalidArgument
@@ -42,6 +42,8 @@ GOALS = ("minimize", "maximize")
 
 def new_id() -> str:
     """A random 64-hex ID, as Keepsake makes them (not a content hash)."""
+    import secrets  # hashlib and hmac come with it: not needed to read a repository
+
     return secrets.token_hex(ID_LENGTH // 2)
 
 
@@ -56,6 +58,10 @@ _RFC3339_RE = re.compile(
 )
 
 
+# From Python 3.11, fromisoformat reads "...Z" and any number of fractional digits.
+_FROMISOFORMAT_RFC3339 = sys.version_info >= (3, 11)
+
+
 def format_time(when: dt.datetime) -> str:
     """RFC 3339 in UTC with a Z, trailing zeros trimmed like Go's RFC3339Nano."""
     when = when.astimezone(dt.timezone.utc)
@@ -67,6 +73,11 @@ def format_time(when: dt.datetime) -> str:
 
 def parse_time(text: str) -> dt.datetime:
     """Parse RFC 3339 with 0 to 9 fractional digits (Go writes nanoseconds; Python keeps micro)."""
+    if _FROMISOFORMAT_RFC3339 and isinstance(text, str) and text[-1:] == "Z" and "T" in text:
+        try:  # 15x faster, and listings parse three times per experiment
+            return dt.datetime.fromisoformat(text).astimezone(dt.timezone.utc)
+        except ValueError:
+            pass
     m = _RFC3339_RE.fullmatch(text.strip()) if isinstance(text, str) else None
     if not m:
         raise ValueError(f"not an RFC 3339 timestamp: {text!r}")
@@ -157,13 +168,19 @@ def to_wire(value: Any) -> Any:
     return value
 
 
+_NUMBERS = frozenset({int, float, bool, type(None)})
+
+
 def from_wire(value: Any) -> Any:
     """The inverse of to_wire: Keepsake's marker strings become float NaN/±inf again."""
-    if isinstance(value, str):
+    kind = type(value)
+    if kind is str:
         return _WIRE_TO_FLOAT.get(value, value)
-    if isinstance(value, dict):
+    if kind is dict:
+        if all(type(v) in _NUMBERS for v in value.values()):
+            return value  # the usual metrics: nothing to convert, no copy
         return {k: from_wire(v) for k, v in value.items()}
-    if isinstance(value, list):
+    if kind is list:
         return [from_wire(v) for v in value]
     return value
 

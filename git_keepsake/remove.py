@@ -54,8 +54,7 @@ def plan_removal(project: Project, ids: list[str]) -> list[Removal]:
     if not ids:
         raise InvalidArgument("no ID given", hint="e.g. git keepsake rm 3f8a508")
     by_experiment: dict[str, Removal] = {}
-    for id_or_prefix in ids:
-        found = project.catalog.find(id_or_prefix)
+    for found in project.catalog.find_all(ids):
         experiment = found if isinstance(found, Experiment) else found.experiment
         removal = by_experiment.setdefault(experiment.id, Removal(experiment))
         if isinstance(found, Experiment):

@@ -44,26 +44,34 @@ def absolute_time(when: dt.datetime) -> str:
 
 def value_text(value: Any) -> str:
     """A param or metric value: strings bare, numbers in full, the rest as compact JSON."""
-    if isinstance(value, str):
+    kind = type(value)
+    if kind is str:
         return value
-    if isinstance(value, float):
+    if kind is float:
         return number_text(value)
+    if kind is int:
+        return str(value)
+    if value is None or kind is bool:
+        return "null" if value is None else ("true" if value else "false")
     return json.dumps(value, separators=(",", ":"), default=str)
 
 
 def number_text(value: float, digits: int | None = None) -> str:
-    if math.isnan(value):
+    if value != value:
         return "NaN"
-    if math.isinf(value):
+    if value in _INFINITIES:
         return "+Inf" if value > 0 else "-Inf"
     if digits is not None:
         return f"{value:.{digits}g}"
     return repr(value)
 
 
+_INFINITIES = (math.inf, -math.inf)
+
+
 def metric_text(value: Any) -> str:
     """A metric in a table cell: numbers to 4 significant digits."""
-    if isinstance(value, float):
+    if type(value) is float:
         return number_text(value, 4)
     return value_text(value)
 
@@ -71,16 +79,25 @@ def metric_text(value: Any) -> str:
 def metrics_brief(checkpoint: Checkpoint, width: int = METRICS_IN_CELL) -> str:
     """`loss=0.3333, accuracy=0.7`: the primary metric first, then the rest by name."""
     metrics = checkpoint.metrics or {}
+    names = sorted(metrics)
     primary = (checkpoint.primary_metric or {}).get("name")
-    names = sorted(metrics, key=lambda n: (n != primary, n))
-    text = ", ".join(f"{n}={metric_text(metrics[n])}" for n in names)
+    if primary in metrics and names[0] != primary:
+        names.remove(primary)
+        names.insert(0, primary)
+    text = ", ".join([f"{n}={metric_text(metrics[n])}" for n in names])
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def checkpoint_cell(checkpoint: Checkpoint | None) -> str:
-    """`4ed2649 (step 2: loss=0.3333, accuracy=0.7)` for an ls column."""
+def checkpoint_cell(checkpoint: Checkpoint | None, cache: dict[str, str] | None = None) -> str:
+    """`4ed2649 (step 2: loss=0.3333, accuracy=0.7)` for an ls column (`cache`: by checkpoint
+    id, as the best checkpoint is often the latest too)."""
     if checkpoint is None:
         return ""
+    if cache is not None:
+        cell = cache.get(checkpoint.id)
+        if cell is None:
+            cell = cache[checkpoint.id] = checkpoint_cell(checkpoint)
+        return cell
     step = f"step {checkpoint.step}" if checkpoint.step is not None else ""
     metrics = metrics_brief(checkpoint)
     inner = ": ".join(part for part in (step, metrics) if part)

@@ -100,14 +100,14 @@ def _run(app: App, as_json, quiet, all_params, filters, sort, limit) -> None:
 
 def ls_json(experiment: Experiment) -> dict[str, Any]:
     """Keepsake 0.4.2's `ls --json` object, plus status and the git fields."""
-    from ..metadata import to_wire
+    from ..metadata import format_time, to_wire
 
     best, latest = experiment.best(), experiment.latest()
     running = experiment.is_running()
     return to_wire(
         {
             "id": experiment.id,
-            "created": experiment._head_json()["created"],
+            "created": experiment._created_text or format_time(experiment.created),
             "params": experiment.params or {},
             "command": experiment.command or "",
             "num_checkpoints": experiment.checkpoint_count(),
@@ -122,9 +122,19 @@ def ls_json(experiment: Experiment) -> dict[str, Any]:
     )
 
 
+def _same_key(value: Any) -> Any:
+    """A hashable stand-in that is equal for equal values of the same type (1 and 1.0 and
+    True differ, as they print differently)."""
+    if type(value) in (str, int, float, bool) or value is None:
+        return (type(value), value)
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True, default=str)
+    return id(value)  # `object()`: a missing value, unlike any other
+
+
 def _differing(values_by_experiment: list[Any]) -> bool:
     """Whether the values are not all the same (a missing value, `object()`, differs)."""
-    return len({json.dumps(v, sort_keys=True, default=id) for v in values_by_experiment}) > 1
+    return len({_same_key(v) for v in values_by_experiment}) > 1
 
 
 def shown_params(experiments: list[Experiment], all_params: bool) -> list[str]:
@@ -151,6 +161,7 @@ def render_table(app: App, experiments: list[Experiment], all_params: bool = Fal
     headers += ["COMMIT"] * with_git + ["USER"] * users + ["HOST"] * hosts
     headers += ["PARAMS", "BEST CHECKPOINT", "LATEST CHECKPOINT"]
     rows = []
+    cells: dict[str, str] = {}
     for e in experiments:
         row = [e.short_id(), relative_time(e.created), "running" if e.is_running() else "stopped"]
         if with_git:
@@ -161,8 +172,7 @@ def render_table(app: App, experiments: list[Experiment], all_params: bool = Fal
             row.append(e.host or "")
         own = e.params or {}
         row.append(", ".join(f"{n}={value_text(own[n])}" for n in params if n in own))
-        best, latest = e.best(), e.latest()
-        row.append(checkpoint_cell(best))
-        row.append(checkpoint_cell(latest))
+        row.append(checkpoint_cell(e.best(), cells))
+        row.append(checkpoint_cell(e.latest(), cells))
         rows.append(row)
     return app.table(headers, rows)
