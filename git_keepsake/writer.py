@@ -87,7 +87,8 @@ class Writer:
         """Copy files to a private staging folder now, so the script may overwrite them at once."""
         staged = self.staging_dir / object_id
         root = staged / "files"
-        made = set()
+        root.mkdir(parents=True, exist_ok=True)  # even for no files: job.json goes beside it
+        made = {root}
         for rel in files:
             target = root / rel
             if target.parent not in made:

@@ -310,3 +310,11 @@ def test_many_checkpoints_all_land_in_one_file(project):
     experiment.stop()
     data = json.loads(read_experiment_file(project, experiment.id))
     assert [c["step"] for c in data["checkpoints"]] == list(range(2000))
+
+
+def test_snapshot_of_a_folder_with_nothing_to_save(project):
+    (project / ".keepsakeignore").write_text("*\n")
+    experiment = keepsake.init(path=".", params={"a": 1})
+    experiment.stop()
+    assert (project / ".keepsake" / "experiments" / f"{experiment.id}.tar.gz").is_file()
+    assert keepsake.experiments.get(experiment.id).path == "."
