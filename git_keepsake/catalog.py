@@ -117,6 +117,7 @@ class Catalog:
         cached = index.load()
         fresh = []
         out = []
+        complete = True
         for experiment_id, (source, version, read) in sources.items():
             hit = cached.get(experiment_id)
             if hit is not None and version is not None and hit[:2] == (source, version):
@@ -129,6 +130,7 @@ class Catalog:
                 experiment = self._build(_decode(read(), experiment_id))
             except (KeepsakeError, ValueError, KeyError, TypeError) as e:
                 _warn(f"skipping unreadable experiment {experiment_id[:7]}: {e}")
+                complete = False
                 continue
             out.append(experiment)
             if version is not None:
@@ -138,7 +140,8 @@ class Catalog:
                         [c.id for c in experiment.checkpoints],
                     )
                 )
-        index.store(fresh, gone=cached.keys() - sources.keys())
+        fingerprint = _fingerprint(sources) if complete else None
+        index.store(fresh, gone=cached.keys() - sources.keys(), fingerprint=fingerprint)
         return out
 
     def get(self, id_or_prefix: str) -> Experiment:
@@ -198,9 +201,9 @@ class Catalog:
         index = _Index.open(self.project.state_dir / INDEX_FILE)
         try:
             if index.db is not None:
-                current = index.versions()
-                if any(current.get(i) != s[:2] or s[1] is None for i, s in sources.items()):
-                    self._read(sources, index)
+                fingerprint = _fingerprint(sources)
+                if fingerprint is None or index.fingerprint() != fingerprint:
+                    self._read(sources, index)  # new or changed experiments: index them
                 found: dict[str, str] = {}
                 for prefix in prefixes:
                     rows = index.checkpoints(prefix)
@@ -272,6 +275,20 @@ def check_prefix(id_or_prefix: str) -> str:
     return prefix
 
 
+def _fingerprint(sources) -> str | None:
+    """A digest of every (id, source, version): equal to the one stored with the index exactly
+    when the index holds every experiment as it is now (None: a source has no versions)."""
+    import hashlib
+
+    lines = []
+    for experiment_id, (source, version, _) in sources.items():
+        if version is None:
+            return None
+        lines.append(f"{experiment_id} {source} {version}")
+    lines.sort()
+    return hashlib.blake2b("\n".join(lines).encode(), digest_size=16).hexdigest()
+
+
 def summarize(experiment: Experiment) -> bytes:
     best, latest = experiment.best(), experiment.latest()
     head = experiment.to_json()
@@ -329,6 +346,7 @@ class _Index:
             if schema != SCHEMA:
                 db.execute("DROP TABLE IF EXISTS summaries")
                 db.execute("DROP TABLE IF EXISTS checkpoints")
+                db.execute("DROP TABLE IF EXISTS meta")
             db.execute(
                 "CREATE TABLE IF NOT EXISTS summaries (id TEXT PRIMARY KEY, source TEXT,"
                 " version TEXT, summary BLOB)"
@@ -337,6 +355,7 @@ class _Index:
                 "CREATE TABLE IF NOT EXISTS checkpoints (id TEXT PRIMARY KEY, experiment TEXT)"
             )
             db.execute("CREATE INDEX IF NOT EXISTS by_experiment ON checkpoints (experiment)")
+            db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
             if schema != SCHEMA:
                 db.execute(f"PRAGMA user_version={SCHEMA}")
             return cls(db)
@@ -348,17 +367,6 @@ class _Index:
             return {}
         try:
             rows = self.db.execute("SELECT id, source, version, summary FROM summaries")
-            return {row[0]: row[1:] for row in rows}
-        except sqlite3.Error:
-            self.db = None
-            return {}
-
-    def versions(self) -> dict[str, tuple[str, str]]:
-        """{experiment id: (source, version)} of what the index holds."""
-        if self.db is None:
-            return {}
-        try:
-            rows = self.db.execute("SELECT id, source, version FROM summaries")
             return {row[0]: row[1:] for row in rows}
         except sqlite3.Error:
             self.db = None
@@ -378,14 +386,32 @@ class _Index:
             self.db = None
             return None
 
-    def store(self, rows: list[tuple[tuple[str, str, str, str], list[str]]], gone=()) -> None:
-        """Add or replace experiments (summary row, checkpoint ids), and drop those of
-        experiments that no longer exist."""
-        if self.db is None or not (rows or gone):
+    def fingerprint(self) -> str | None:
+        """The fingerprint of the sources the index was last brought up to date with."""
+        if self.db is None:
+            return None
+        try:
+            row = self.db.execute("SELECT value FROM meta WHERE key = 'fingerprint'").fetchone()
+            return row[0] if row else None
+        except sqlite3.Error:
+            return None
+
+    def store(
+        self,
+        rows: list[tuple[tuple[str, str, str, bytes], list[str]]],
+        gone=(),
+        fingerprint: str | None = None,
+    ) -> None:
+        """Add or replace experiments (summary row, checkpoint ids), drop those of experiments
+        that no longer exist, and record which state of the sources that makes current."""
+        if self.db is None:
+            return
+        if not (rows or gone) and fingerprint == self.fingerprint():
             return
         replaced = [(row[0],) for row, _ in rows] + [(i,) for i in gone]
         try:
             self.db.execute("BEGIN")
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES ('fingerprint', ?)", (fingerprint,))
             self.db.executemany("DELETE FROM checkpoints WHERE experiment = ?", replaced)
             self.db.executemany("DELETE FROM summaries WHERE id = ?", [(i,) for i in gone])
             self.db.executemany(

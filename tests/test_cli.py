@@ -446,3 +446,14 @@ def test_help_shows_examples_for_every_command(run):
 def test_no_experiments_yet(project, run):
     code, out, err = run("ls")
     assert (code, out) == (0, "") and err == "no experiments yet\n"
+
+
+def test_a_checkpoint_added_after_a_listing_is_found(git_project, pinned, run):
+    experiment = keepsake.init(params={"lr": 0.1})
+    experiment.checkpoint(metrics={"loss": 1.0}, primary_metric=("loss", "minimize"))
+    experiment.flush()
+    assert run("ls", "-q")[0] == 0  # the index now knows the first checkpoint
+    later = experiment.checkpoint(metrics={"loss": 0.5}, primary_metric=("loss", "minimize"))
+    experiment.stop()
+    code, out, err = run("show", later.id[:10])
+    assert (code, err) == (0, "") and out.startswith(f"Checkpoint: {later.id}")
