@@ -252,12 +252,13 @@ class Catalog:
             return _decode(read(), experiment_id)
 
         experiment = Experiment.from_json(self.project, summary["experiment"], lazy=load)
-        experiment._summary = {
-            role: _attach(Checkpoint.from_json(summary[role]), experiment)
-            if summary.get(role)
-            else None
-            for role in ("best", "latest")
-        }
+        best, latest = summary.get("best"), summary.get("latest")
+        latest = _attach(Checkpoint.from_json(latest), experiment) if latest else None
+        if best and latest and best["id"] == latest.id:
+            best = latest  # often the same checkpoint: build it once
+        elif best:
+            best = _attach(Checkpoint.from_json(best), experiment)
+        experiment._summary = {"best": best, "latest": latest}
         experiment._count = summary.get("count")
         return experiment
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..filters import FILTER_HELP
+from . import format as fmt
 from .app import App
 from .format import checkpoint_cell, commit_cell, relative_time, value_text
 
@@ -162,8 +163,13 @@ def render_table(app: App, experiments: list[Experiment], all_params: bool = Fal
     headers += ["PARAMS", "BEST CHECKPOINT", "LATEST CHECKPOINT"]
     rows = []
     cells: dict[str, str] = {}
+    reference = fmt.now()
     for e in experiments:
-        row = [e.short_id(), relative_time(e.created), "running" if e.is_running() else "stopped"]
+        row = [
+            e.short_id(),
+            relative_time(e.created, reference),
+            "running" if e.is_running() else "stopped",
+        ]
         if with_git:
             row.append(commit_cell(e._extra.get("git")))
         if users:
