@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from .errors import CorruptRepository, InvalidArgument, KeepsakeError, NotFound, UnsafeTarball
 from .repository import tarball_key
+from .snapshot import CHECKOUT_STAGING_PREFIX
 from .tarball import UNSAFE_HINT, iter_files
 
 if TYPE_CHECKING:
@@ -53,7 +54,7 @@ if TYPE_CHECKING:
     from .experiment import Experiment
     from .project import Project
 
-STAGING_PREFIX = ".keepsake-checkout-"
+STAGING_PREFIX = CHECKOUT_STAGING_PREFIX  # snapshots always skip it
 CHUNK = 1024 * 1024
 PROGRESS_STEP = 1024 * 1024
 OTHER_DIR_HINT = "move it out of the way, or check out to another folder with -o DIR"

@@ -14,6 +14,17 @@ __all__ = ["IgnoreRules", "list_files", "walk_files"]
 # Never snapshot content, whatever the ignore files say: version control, our own
 # repository and tool caches. Matched by name at any depth.
 ALWAYS_SKIPPED = frozenset({".git", ".keepsake", ".mypy_cache"})
+# `git keepsake checkout` stages files in such a folder inside its target for a moment.
+CHECKOUT_STAGING_PREFIX = ".keepsake-checkout-"
+
+
+def _skipped_name(name: str) -> bool:
+    return name in ALWAYS_SKIPPED or name.startswith(CHECKOUT_STAGING_PREFIX)
+
+
+def _skipped_path(parts: list[str]) -> bool:
+    return any(_skipped_name(part) for part in parts)
+
 
 # A folder holding one of these is a Python environment: thousands of files that
 # are reproducible from requirements and never part of the experiment.
@@ -319,7 +330,7 @@ class IgnoreRules:
         matches it, as in git, but .keepsakeignore still has the last word.
         """
         parts = _normalize(relpath).split("/")
-        if not ALWAYS_SKIPPED.isdisjoint(parts):
+        if _skipped_path(parts):
             return True
         if self._keepsake is None:
             return False
@@ -336,7 +347,7 @@ class IgnoreRules:
         if not rel:
             return False
         parts = rel.split("/")
-        if not ALWAYS_SKIPPED.isdisjoint(parts):
+        if _skipped_path(parts):
             return True
         chain = list(self._outer)
         for i in range(len(parts)):
@@ -424,7 +435,7 @@ def walk_files(
     parts = rel.split("/")
     if (
         not _within(root, full)  # a symlinked folder above it leads elsewhere
-        or not ALWAYS_SKIPPED.isdisjoint(parts)
+        or _skipped_path(parts)
         or any(rules._in_environment("/".join(parts[:i])) for i in range(1, len(parts)))
     ):
         return iter([])
@@ -458,7 +469,7 @@ def _walk(
         prefix = rel + "/" if rel else ""
         subfolders = []
         for entry in entries:
-            if entry.name in ALWAYS_SKIPPED:
+            if _skipped_name(entry.name):
                 continue
             child = prefix + entry.name
             try:

@@ -496,3 +496,16 @@ def test_gitignore_is_read_once_per_rules(tmp_path, monkeypatch):
     assert rules.is_ignored("a/b.tmp", is_dir=False)
     # Each folder's .gitignore is read (or found missing) once, however often it is needed.
     assert sorted(reads) == [str(tmp_path / ".gitignore"), str(tmp_path / "a" / ".gitignore")]
+
+
+def test_checkout_staging_folders_are_never_snapshotted(tmp_path):
+    from git_keepsake.snapshot import IgnoreRules, list_files
+
+    (tmp_path / "train.py").write_text("x")
+    staging = tmp_path / ".keepsake-checkout-abc123" / "files"
+    staging.mkdir(parents=True)
+    (staging / "model.pth").write_text("w")
+    assert list_files(tmp_path) == ["train.py"]
+    rules = IgnoreRules.for_project(tmp_path)
+    assert rules.is_ignored(".keepsake-checkout-abc123/files/model.pth", is_dir=False)
+    assert rules.is_keepsake_ignored(".keepsake-checkout-abc123/files/model.pth")
