@@ -111,9 +111,11 @@ class Catalog:
             experiment._alive = experiment.id in alive
         return out
 
-    def _read(self, sources, index: _Index) -> list[Experiment]:
+    def _read(self, sources, index: _Index, all_sources=None) -> list[Experiment]:
         """Every experiment in `sources`, from the index where it is current, and the index
-        brought up to date with the rest."""
+        brought up to date with the rest. `all_sources`: every experiment there is, when
+        `sources` is only some of them (what the index forgets and fingerprints)."""
+        all_sources = sources if all_sources is None else all_sources
         cached = index.load()
         fresh = []
         out = []
@@ -140,44 +142,43 @@ class Catalog:
                         [c.id for c in experiment.checkpoints],
                     )
                 )
-        fingerprint = _fingerprint(sources) if complete else None
-        index.store(fresh, gone=cached.keys() - sources.keys(), fingerprint=fingerprint)
+        fingerprint = _fingerprint(all_sources) if complete else None
+        index.store(fresh, gone=cached.keys() - all_sources.keys(), fingerprint=fingerprint)
         return out
 
     def get(self, id_or_prefix: str) -> Experiment:
-        """The experiment whose id starts with `id_or_prefix`, listing the sources once."""
-        from .experiment import resolve_prefix
+        """The experiment whose id starts with `id_or_prefix`."""
+        return self._find_all([id_or_prefix], ("experiment",))[0]
 
-        self.project.repository.check_version()
-        sources = self._sources()
-        experiment_id = resolve_prefix(id_or_prefix, sources, "experiment")
-        return self._build(_decode(sources[experiment_id][2](), experiment_id))
+    def get_checkpoint(self, id_or_prefix: str) -> Checkpoint:
+        """The checkpoint whose id starts with `id_or_prefix` (through the index: one
+        experiment's metadata is read, however many there are)."""
+        return self._find_all([id_or_prefix], ("checkpoint",))[0]
 
     def find(self, id_or_prefix: str) -> Experiment | Checkpoint:
-        """The experiment or checkpoint whose id starts with `id_or_prefix`.
-
-        Checkpoint ids are looked up in the index, so finding one reads one experiment's
-        metadata, however many there are (after the index has seen them all once).
-        """
+        """The experiment or checkpoint whose id starts with `id_or_prefix`."""
         return self.find_all([id_or_prefix])[0]
 
     def find_all(self, ids_or_prefixes: list[str]) -> list[Experiment | Checkpoint]:
         """`find` for several IDs (as `diff` and `rm` take), listing the sources once."""
-        prefixes = [check_prefix(i) for i in ids_or_prefixes]
+        return self._find_all(ids_or_prefixes, ("experiment", "checkpoint"))
+
+    def _find_all(self, ids_or_prefixes: list[str], kinds: tuple[str, ...]) -> list:
+        what = " or ".join(kinds)
+        prefixes = [check_prefix(i, what) for i in ids_or_prefixes]
         self.project.repository.check_version()
         sources = self._sources()
-        checkpoints = self._checkpoint_ids(prefixes, sources)
-        return [self._find(prefix, sources, checkpoints) for prefix in prefixes]
+        checkpoint_ids = self._checkpoint_ids(prefixes, sources) if "checkpoint" in kinds else {}
+        return [self._find(p, sources, checkpoint_ids, kinds) for p in prefixes]
 
-    def _find(self, prefix: str, sources, checkpoint_ids: dict[str, str]):
-        experiments = sorted(i for i in sources if i.startswith(prefix))
-        matches = [("experiment", i) for i in experiments]
+    def _find(self, prefix: str, sources, checkpoint_ids: dict[str, str], kinds):
+        matches = []
+        if "experiment" in kinds:
+            matches += [("experiment", i) for i in sorted(sources) if i.startswith(prefix)]
         matches += [("checkpoint", i) for i in sorted(checkpoint_ids) if i.startswith(prefix)]
+        what = " or ".join(kinds)
         if not matches:
-            raise NotFound(
-                f"no experiment or checkpoint matches {prefix!r}",
-                hint="list them with: git keepsake ls",
-            )
+            raise NotFound(f"no {what} matches {prefix!r}", hint="list them with: git keepsake ls")
         if len(matches) > 1:
             shown = ", ".join(f"{kind} {i[:12]}" for kind, i in matches[:10])
             more = f" and {len(matches) - 10} more" if len(matches) > 10 else ""
@@ -197,13 +198,15 @@ class Catalog:
 
     def _checkpoint_ids(self, prefixes: list[str], sources) -> dict[str, str]:
         """{checkpoint id starting with one of the prefixes: its experiment id}, via the index
-        (brought up to date first with experiments it lacks or holds an older version of)."""
+        (first brought up to date with the experiments it lacks or holds an older version of)."""
         index = _Index.open(self.project.state_dir / INDEX_FILE)
         try:
             if index.db is not None:
                 fingerprint = _fingerprint(sources)
                 if fingerprint is None or index.fingerprint() != fingerprint:
-                    self._read(sources, index)  # new or changed experiments: index them
+                    held = index.versions()
+                    stale = {i: s for i, s in sources.items() if held.get(i) != s[:2]}
+                    self._read(stale, index, all_sources=sources)
                 found: dict[str, str] = {}
                 for prefix in prefixes:
                     rows = index.checkpoints(prefix)
@@ -228,7 +231,7 @@ class Catalog:
         git = self.project.git
         if git is None:
             return 0
-        in_git = git.metadata_refs()
+        in_git = self._metadata_refs()
         lines: dict[str, list[str]] = {}
         for experiment in sorted(self.list(), key=lambda e: e.created):
             commit = (experiment._extra.get("git") or {}).get("commit")
@@ -263,14 +266,14 @@ class Catalog:
         return experiment
 
 
-def check_prefix(id_or_prefix: str) -> str:
+def check_prefix(id_or_prefix: str, what: str = "experiment or checkpoint") -> str:
     """An ID prefix, lowercased; InvalidArgument if it can't be one (IDs are hex)."""
     prefix = str(id_or_prefix).strip().lower()
     if not prefix:
         raise InvalidArgument("no ID given", hint="e.g. git keepsake show 3f8a508")
     if len(prefix) > 64 or any(ch not in "0123456789abcdef" for ch in prefix):
         raise InvalidArgument(
-            f"{id_or_prefix!r} is not an experiment or checkpoint ID (IDs are hex, like 3f8a508)",
+            f"{id_or_prefix!r} is not an {what} ID (IDs are hex, like 3f8a508)",
             hint="list them with: git keepsake ls",
         )
     return prefix
@@ -386,6 +389,16 @@ class _Index:
         except sqlite3.Error:
             self.db = None
             return None
+
+    def versions(self) -> dict[str, tuple[str, str]]:
+        """{experiment id: (source, version)} of what the index holds."""
+        if self.db is None:
+            return {}
+        try:
+            rows = self.db.execute("SELECT id, source, version FROM summaries")
+            return {row[0]: row[1:] for row in rows}
+        except sqlite3.Error:
+            return {}
 
     def fingerprint(self) -> str | None:
         """The fingerprint of the sources the index was last brought up to date with."""

@@ -230,11 +230,7 @@ def choose_checkpoint(
         if target.experiment is None:
             raise NotFound(f"checkpoint {target.short_id()} is not attached to an experiment")
         return target.experiment, target, "asked"
-    best = target.best()
-    if best is not None:
-        return target, best, "best"
-    latest = target.latest()
-    return target, latest, "latest" if latest is not None else None
+    return (target, *target.representative())
 
 
 def plan_checkout(
@@ -427,21 +423,16 @@ class _Planner:
 
     def _fetch(self, kind: str, object_id: str) -> str | None:
         """A local path to a tarball (downloaded into staging if remote), None if absent."""
-        storage = self.project.repository.storage
+        repository = self.project.repository
+        storage = repository.storage
         key = tarball_key(kind, object_id)
-        local = storage.local_path(key)
-        if local is not None:
-            return str(local) if local.is_file() else None
-        if not storage.exists(key):
-            return None
-        dest = os.path.join(self.plan._staging_dir(), f"download-{kind}.tar.gz")
-        self.log(f"Downloading {key} from {storage.url}")
-        try:
-            storage.get_file(key, dest)
-        except NotFound:
-            return None
-        self.downloaded[dest] = f"{storage.url}/{key}"
-        return dest
+        remote = storage.local_path(key) is None
+        if remote:
+            self.log(f"Downloading {key} from {storage.url}")
+        local = repository.local_tarball(kind, object_id, self.plan._staging_dir())
+        if local is not None and remote:
+            self.downloaded[str(local)] = f"{storage.url}/{key}"
+        return None if local is None else str(local)
 
     # --- staging ---
 

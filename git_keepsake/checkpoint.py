@@ -119,18 +119,13 @@ class Checkpoint:
         project = self._project()
         if not self._stored:
             project.writer.flush()  # this process wrote it moments ago: let it land first
-        storage = project.repository.storage
-        key = tarball_key("checkpoints", self.id)
-        local = storage.local_path(key)
-        if local is not None:
-            if not local.is_file():
-                raise NotFound(f"the files of checkpoint {self.short_id()} are missing: {key}")
-            return local
         tmp = tempfile.TemporaryDirectory(prefix="git-keepsake-")
         stack.append(tmp)
-        target = Path(tmp.name) / "checkpoint.tar.gz"
-        storage.get_file(key, target)
-        return target
+        local = project.repository.local_tarball("checkpoints", self.id, tmp.name)
+        if local is None:
+            key = tarball_key("checkpoints", self.id)
+            raise NotFound(f"the files of checkpoint {self.short_id()} are missing: {key}")
+        return local
 
     def checkout(self, output_directory: str | os.PathLike, quiet: bool = False) -> list[str]:
         """Copy this checkpoint's files into output_directory; returns the paths written."""
@@ -222,8 +217,5 @@ class CheckpointCollection:
         self.project = project
 
     def get(self, id_or_prefix: str) -> Checkpoint:
-        from .experiment import resolve_prefix
-
-        experiments = self.project.experiments.list()
-        candidates = {c.id: c for e in experiments for c in e.checkpoints}
-        return candidates[resolve_prefix(id_or_prefix, candidates, "checkpoint")]
+        """The checkpoint whose ID starts with `id_or_prefix` (any unambiguous prefix)."""
+        return self.project.catalog.get_checkpoint(id_or_prefix)

@@ -21,7 +21,7 @@ class Side:
 
     experiment: Experiment
     checkpoint: Checkpoint | None
-    why: str  # "asked", "best", "latest" or "none"
+    why: str | None  # "asked", "best", "latest"; None without checkpoints
 
 
 @dataclass
@@ -35,16 +35,10 @@ class Comparison:
 
 
 def side(found: Experiment | Checkpoint) -> Side:
-    """An experiment stands for its best checkpoint, else its latest."""
-    from .experiment import Experiment
+    """An experiment stands for its best checkpoint, else its latest (see choose_checkpoint)."""
+    from .checkout import choose_checkpoint
 
-    if isinstance(found, Experiment):
-        best = found.best()
-        if best is not None:
-            return Side(found, best, "best")
-        latest = found.latest()
-        return Side(found, latest, "latest" if latest else "none")
-    return Side(found.experiment, found, "asked")
+    return Side(*choose_checkpoint(found))
 
 
 def compare(project: Project, a: str, b: str, patch: bool = False) -> Comparison:
@@ -74,13 +68,11 @@ def compare(project: Project, a: str, b: str, patch: bool = False) -> Comparison
 
     ca, cb = left.checkpoint, right.checkpoint
     if ca is not None or cb is not None:
+        fa, fb = _checkpoint_fields(ca), _checkpoint_fields(cb)
         result.sections["Checkpoint"] = [
-            (name, _attr(ca, attr), _attr(cb, attr))
-            for name, attr in (("ID", "short_id"), ("Created", "created"))
-        ] + [
-            (name, va, vb)
-            for name, attr in (("Path", "path"), ("Step", "step"))
-            if _differ(va := _attr(ca, attr), vb := _attr(cb, attr)) or name == "Step"
+            (name, fa[name], fb[name])
+            for name in fa
+            if name != "Path" or _differ(fa[name], fb[name])  # the rest always, as Keepsake
         ]
         result.sections["Metrics"] = _map_diff(
             ca.metrics if ca else None, cb.metrics if cb else None
@@ -109,13 +101,15 @@ def _status(experiment: Experiment) -> str:
     return "running" if experiment.is_running() else "stopped"
 
 
-def _attr(checkpoint: Checkpoint | None, attr: str) -> Any:
+def _checkpoint_fields(checkpoint: Checkpoint | None) -> dict[str, Any]:
     if checkpoint is None:
-        return NOT_SET
-    value = getattr(checkpoint, attr)
-    if attr == "path":
-        return value or ""
-    return value() if callable(value) else value
+        return dict.fromkeys(("ID", "Created", "Path", "Step"), NOT_SET)
+    return {
+        "ID": checkpoint.short_id(),
+        "Created": checkpoint.created,
+        "Path": checkpoint.path or "",
+        "Step": checkpoint.step,
+    }
 
 
 def _differ(a: Any, b: Any) -> bool:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import metadata
 from .checkpoint import Checkpoint, CheckpointList
-from .errors import Ambiguous, InvalidArgument, KeepsakeError, NotFound
+from .errors import InvalidArgument, KeepsakeError
 from .heartbeat import is_alive
 from .writer import MetadataJob, TarballJob, strict, warn
 
@@ -229,6 +229,15 @@ class Experiment:
 
     def primary_metric(self) -> str:
         return self.checkpoints.primary_metric()
+
+    def representative(self) -> tuple[Checkpoint | None, str | None]:
+        """The checkpoint that stands for this experiment in checkout and diff, and why:
+        (best, "best"), else (latest, "latest"), else (None, None)."""
+        best = self.best()
+        if best is not None:
+            return best, "best"
+        latest = self.latest()
+        return latest, "latest" if latest is not None else None
 
     def checkpoint_count(self) -> int:
         """len(checkpoints), without reading them when a listing already knows."""
@@ -471,24 +480,6 @@ class ExperimentCollection:
     def get(self, id_or_prefix: str) -> Experiment:
         """The experiment whose ID starts with `id_or_prefix` (any unambiguous prefix)."""
         return self.project.catalog.get(id_or_prefix)
-
-
-def resolve_prefix(prefix: str, ids: Iterable[str], what: str) -> str:
-    """The one ID starting with `prefix`; NotFound or Ambiguous (listing candidates) otherwise."""
-    prefix = str(prefix).strip().lower()
-    if not prefix:
-        raise NotFound(f"no {what} ID given")
-    matches = sorted(i for i in ids if i.startswith(prefix))
-    if not matches:
-        raise NotFound(f"no {what} matches {prefix!r}", hint="list them with: git keepsake ls")
-    if len(matches) > 1:
-        shown = ", ".join(m[:12] for m in matches[:10])
-        more = f" and {len(matches) - 10} more" if len(matches) > 10 else ""
-        raise Ambiguous(
-            f"{what} prefix {prefix!r} is ambiguous: {shown}{more}",
-            hint="give more characters of the ID",
-        )
-    return matches[0]
 
 
 # --- validation: raise InvalidArgument before anything is written ---

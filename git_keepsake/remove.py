@@ -6,6 +6,7 @@ removal leaves orphan blobs at worst, never metadata naming a missing tarball.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -103,7 +104,7 @@ def _remove_checkpoints(
     git, info = project.git, experiment._extra.get("git") or {}
     in_git = git.metadata_ref(experiment.id) if git is not None else None
     if in_git is not None and info.get("snapshot"):
-        git.write_metadata(experiment.id, info["snapshot"], text.encode(), in_git, _now())
+        git.write_metadata(experiment.id, info["snapshot"], text.encode(), in_git, time.time())
         if info.get("commit"):
             git.update_note(info["commit"], experiment.id, experiment._note_line())
     storage = project.repository.storage
@@ -126,9 +127,3 @@ def _params(experiment: Experiment) -> str:
     params = experiment.params or {}
     text = ", ".join(f"{k}={v}" for k, v in sorted(params.items()))
     return (text if len(text) <= 50 else text[:47] + "...") or "no params"
-
-
-def _now() -> float:
-    import time
-
-    return time.time()

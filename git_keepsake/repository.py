@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 from . import metadata
@@ -149,3 +151,17 @@ class Repository:
 
     def tarball_exists(self, kind: str, object_id: str) -> bool:
         return self.storage.exists(tarball_key(kind, object_id))
+
+    def local_tarball(self, kind: str, object_id: str, download_dir: str | os.PathLike):
+        """A local path to a tarball: the file itself on disk storage, else a download into
+        `download_dir`; None if the repository doesn't have it."""
+        key = tarball_key(kind, object_id)
+        local = self.storage.local_path(key)
+        if local is not None:
+            return local if local.is_file() else None
+        target = Path(download_dir) / f"{kind}-{object_id}.tar.gz"
+        try:
+            self.storage.get_file(key, target)
+        except NotFound:
+            return None
+        return target

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -53,6 +54,28 @@ def project(tmp_path, monkeypatch):
     root.mkdir()
     monkeypatch.chdir(root)
     return root
+
+
+@pytest.fixture
+def fixture_project(tmp_path):
+    """A writable copy of the repository Keepsake 0.4.2 wrote (../shared/fixtures)."""
+    target = tmp_path / "keepsake-0.4.2"
+    shutil.copytree(KEEPSAKE_042, target)
+    for path in [target, *target.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return target
+
+
+@pytest.fixture
+def subdir_project(git_project, monkeypatch):
+    """A project in the `ml/` folder of a git work tree (its own keepsake.yaml), made the
+    current directory."""
+    sub = git_project / "ml"
+    sub.mkdir()
+    (sub / "keepsake.yaml").write_text('repository: "file://.keepsake"\n')
+    (sub / "model.py").write_text("X = 1\n")
+    monkeypatch.chdir(sub)
+    return sub
 
 
 def git(*args: str, cwd: Path) -> str:

@@ -17,7 +17,7 @@ import git_keepsake as keepsake
 from git_keepsake import Project
 from git_keepsake.checkout import WouldOverwrite, checkout, plan_checkout
 from git_keepsake.cli import main
-from tests.conftest import KEEPSAKE_042, git
+from tests.conftest import git
 
 GIT_KEEPSAKE = str(Path(sys.executable).parent / "git-keepsake")
 SKIP = {".git", ".keepsake"}
@@ -223,12 +223,7 @@ def test_files_left_out_of_git_come_from_the_experiment_tarball(git_project, tmp
     assert "code from the git snapshot" in err
 
 
-def test_project_in_a_subfolder_is_rerooted(git_project, tmp_path, monkeypatch, capsys):
-    sub = git_project / "ml"
-    sub.mkdir()
-    (sub / "keepsake.yaml").write_text('repository: "file://.keepsake"\n')
-    (sub / "model.py").write_text("X = 1\n")
-    monkeypatch.chdir(sub)
+def test_project_in_a_subfolder_is_rerooted(subdir_project, tmp_path, capsys):
     experiment = keepsake.init(path=".")
     experiment.stop()
 
@@ -609,15 +604,6 @@ def test_progress_goes_from_zero_to_the_total(project, tmp_path):
 
 
 # --- the Keepsake 0.4.2 fixture ---
-
-
-@pytest.fixture
-def fixture_project(tmp_path):
-    target = tmp_path / "keepsake-0.4.2"
-    shutil.copytree(KEEPSAKE_042, target)
-    for path in [target, *target.rglob("*")]:
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    return target
 
 
 def tarball_files(root: Path, kind: str, prefix: str) -> dict[str, bytes]:

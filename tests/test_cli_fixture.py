@@ -13,7 +13,6 @@ from git_keepsake.cli import format as cli_format
 from git_keepsake.cli import main
 
 from .conftest import FIXTURES
-from .test_keepsake_fixture import fixture_project  # noqa: F401  (a fixture)
 
 OUTPUTS = FIXTURES / "keepsake-0.4.2-outputs"
 NOW = dt.datetime(2026, 11, 23, 12, 0, 0, tzinfo=dt.timezone.utc)
@@ -25,7 +24,7 @@ IDS = {
 
 
 @pytest.fixture
-def cli(fixture_project, monkeypatch, capsys):  # noqa: F811
+def cli(fixture_project, monkeypatch, capsys):
     """Run `git keepsake ARGS` in the fixture project at a pinned time and zone; returns
     (exit code, stdout, stderr)."""
     monkeypatch.chdir(fixture_project)
@@ -252,7 +251,7 @@ def test_bad_ids_are_one_line_errors(cli, args, message):
     assert "Traceback" not in err
 
 
-def test_repository_option_works_before_and_after_the_command(cli, fixture_project, tmp_path):  # noqa: F811
+def test_repository_option_works_before_and_after_the_command(cli, fixture_project, tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     url = (fixture_project / ".keepsake").as_uri()

@@ -288,12 +288,7 @@ def test_linked_worktree(git_project, tmp_path, monkeypatch):
     assert tree_files(linked, EXPERIMENTS + experiment.id)["train.py"] == "print('feature work')\n"
 
 
-def test_subdirectory_project(git_project, monkeypatch):
-    sub = git_project / "ml"
-    sub.mkdir()
-    (sub / "keepsake.yaml").write_text('repository: "file://.keepsake"\n')
-    (sub / "model.py").write_text("X = 1\n")
-    monkeypatch.chdir(sub)
+def test_subdirectory_project(git_project, subdir_project):
     experiment = keepsake.init(path=".")
     experiment.stop()
     files = tree_files(git_project, EXPERIMENTS + experiment.id)

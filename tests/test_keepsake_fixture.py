@@ -4,22 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 
 import pytest
 
 from git_keepsake import Project, metadata
 
-from .conftest import FIXTURES, KEEPSAKE_042
-
-
-@pytest.fixture
-def fixture_project(tmp_path):
-    target = tmp_path / "keepsake-0.4.2"
-    shutil.copytree(KEEPSAKE_042, target)
-    for path in [target, *target.rglob("*")]:
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    return target
+from .conftest import FIXTURES
 
 
 def test_lists_three_experiments_with_typed_params(fixture_project):

@@ -194,19 +194,23 @@ def test_list_get_and_prefixes(project):
 
 def test_get_unknown_prefix_is_a_clear_error(project):
     keepsake.init().stop()
-    with pytest.raises(keepsake.KeepsakeError, match="no experiment matches 'zzz'"):
+    with pytest.raises(keepsake.KeepsakeError, match="'zzz' is not an experiment ID"):
         keepsake.experiments.get("zzz")
+    with pytest.raises(keepsake.KeepsakeError, match="no checkpoint matches 'fff0'"):
+        keepsake.checkpoints.get("fff0")
 
 
-def test_ambiguous_prefix_lists_candidates(project):
+def test_ambiguous_prefix_lists_candidates(project, monkeypatch):
     from git_keepsake.errors import Ambiguous
-    from git_keepsake.experiment import resolve_prefix
 
-    ids = ["ab" + "0" * 62, "ab" + "1" * 62, "cd" + "0" * 62]
+    ids = iter(["ab" + "0" * 62, "ab" + "1" * 62, "cd" + "0" * 62])
+    monkeypatch.setattr(metadata, "new_id", lambda: next(ids))
+    for _ in range(3):
+        keepsake.init().stop()
     with pytest.raises(Ambiguous) as e:
-        resolve_prefix("ab", ids, "experiment")
-    assert ids[0][:12] in str(e.value) and ids[1][:12] in str(e.value)
-    assert resolve_prefix("AB1", ids, "experiment") == ids[1]
+        keepsake.experiments.get("ab")
+    assert "ab0000000000" in str(e.value) and "ab1111111111" in str(e.value)
+    assert keepsake.experiments.get("AB1").id == "ab" + "1" * 62
 
 
 def test_best_ignores_missing_and_nan_primary_metric(project):

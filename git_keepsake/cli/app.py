@@ -130,9 +130,9 @@ def add_common_options(command: click.Command) -> click.Command:
     return command
 
 
-def fields(app: App, pairs: list[tuple[str, str]], indent: str = "") -> list[str]:
+def fields(pairs: list[tuple[str, str]]) -> list[str]:
     """`Name:   value` lines with the values aligned."""
     if not pairs:
         return []
     width = max(len(name) for name, _ in pairs) + 2
-    return [f"{indent}{(name + ':').ljust(width)}{value}".rstrip() for name, value in pairs]
+    return [f"{(name + ':').ljust(width)}{value}".rstrip() for name, value in pairs]

@@ -56,7 +56,6 @@ def experiment_sections(app: App, experiment: Experiment, with_id: bool = False)
     """The fields, git, params, system and packages of an experiment, as show prints them."""
     running = experiment.is_running()
     lines = fields(
-        app,
         [("ID", experiment.id)] * with_id
         + [
             ("Created", absolute_time(experiment.created)),
@@ -77,17 +76,17 @@ def experiment_sections(app: App, experiment: Experiment, with_id: bool = False)
         pairs.append(("Snapshot", git.get("snapshot") or ""))
         if git.get("remote"):
             pairs.append(("Remote", git["remote"]))
-        lines += ["", app.bold("Git"), *fields(app, pairs)]
+        lines += ["", app.bold("Git"), *fields(pairs)]
     params = experiment.params or {}
     lines += ["", app.bold("Params")]
-    lines += fields(app, [(k, value_text(params[k])) for k in sorted(params)]) or ["(none)"]
+    lines += fields([(k, value_text(params[k])) for k in sorted(params)]) or ["(none)"]
     system = [("Python version", experiment.python_version or "")]
     if experiment.keepsake_version:
         system.append(("Recorded by", f"keepsake {experiment.keepsake_version}"))
-    lines += ["", app.bold("System"), *fields(app, system)]
+    lines += ["", app.bold("System"), *fields(system)]
     packages = experiment.python_packages or {}
     lines += ["", app.bold("Python packages")]
-    lines += fields(app, [(k, packages[k]) for k in sorted(packages)]) or ["(none)"]
+    lines += fields([(k, packages[k]) for k in sorted(packages)]) or ["(none)"]
     return lines
 
 
@@ -132,9 +131,9 @@ def render_checkpoint(app: App, checkpoint: Checkpoint) -> str:
         pairs.append(("Primary metric", f"{primary['name']} ({primary.get('goal', '')})"))
         if checkpoint == experiment.best():
             pairs[-1] = (pairs[-1][0], pairs[-1][1] + ", the experiment's best")
-    lines = [app.heading(f"Checkpoint: {checkpoint.id}"), "", *fields(app, pairs)]
+    lines = [app.heading(f"Checkpoint: {checkpoint.id}"), "", *fields(pairs)]
     metrics = checkpoint.metrics or {}
     lines += ["", app.bold("Metrics")]
-    lines += fields(app, [(k, value_text(metrics[k])) for k in sorted(metrics)]) or ["(none)"]
+    lines += fields([(k, value_text(metrics[k])) for k in sorted(metrics)]) or ["(none)"]
     lines += ["", app.bold("Experiment"), *experiment_sections(app, experiment, with_id=True)]
     return "\n".join(lines)

@@ -34,7 +34,7 @@ from pathlib import Path
 import pygit2
 
 from ..errors import KeepsakeError
-from .refs import EXPERIMENTS_REFS, METADATA_REFS, read_refs
+from .refs import EXPERIMENTS_REFS, METADATA_REFS
 
 METADATA_FILE = ".keepsake/experiment.json"
 DEFAULT_MAX_FILE_SIZE = 5 * 1024 * 1024  # untracked files above this stay out of git
@@ -264,10 +264,8 @@ class GitRepo:
 
     @_git_errors
     def metadata_refs(self) -> dict[str, str]:
-        """{experiment id: metadata commit id} for every experiment in git."""
-        found = read_refs(self.common_dir, METADATA_REFS)
-        if found is not None:
-            return found
+        """{experiment id: metadata commit id} for every experiment in git, through libgit2
+        (for refs stored as reftable; `Catalog` reads the ref files itself, faster)."""
         with self._lock:
             out = {}
             for ref in self.repo.references.iterator():
