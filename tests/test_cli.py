@@ -457,3 +457,12 @@ def test_a_checkpoint_added_after_a_listing_is_found(git_project, pinned, run):
     experiment.stop()
     code, out, err = run("show", later.id[:10])
     assert (code, err) == (0, "") and out.startswith(f"Checkpoint: {later.id}")
+
+
+def test_a_mistyped_repository_url_is_an_error_not_an_empty_list(project, run):
+    code, out, err = run("-R", (project / "no-such-repo").as_uri(), "ls")
+    assert code == 1 and out == ""
+    assert (
+        err.startswith("error: there is no repository at file://") and "hint: check the -R" in err
+    )
+    assert run("ls") == (0, "", "no experiments yet\n")  # the default, not made yet: fine

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ..errors import InvalidArgument
+from ..errors import InvalidArgument, NotFound
 
 if TYPE_CHECKING:
     from ..project import Project
@@ -36,7 +36,17 @@ class App:
     def project(self) -> Project:
         from ..project import Project
 
-        return Project(repository=self.repository, directory=self.project_directory)
+        project = Project(repository=self.repository, directory=self.project_directory)
+        if self.repository is not None:
+            # A mistyped -R would otherwise read as an empty repository ("no experiments").
+            local = project.local_repository_dir()
+            if local is not None and not local.is_dir():
+                raise NotFound(
+                    f"there is no repository at {self.repository}",
+                    hint="check the -R URL (a repository is made by the first experiment "
+                    "recorded into it)",
+                )
+        return project
 
     # --- output: data to stdout, messages to stderr ---
 
