@@ -210,13 +210,35 @@ class CheckoutPlan:
 
     def _staging_dir(self) -> str:
         if self._staging is None:
-            self._staging = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=self.output_dir)
+            self._staging = tempfile.mkdtemp(
+                prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=self.output_dir
+            )
             self._cleanup = weakref.finalize(self, shutil.rmtree, self._staging, True)
         return self._staging
 
     def _new_staged_path(self) -> str:
         self._count += 1
         return os.path.join(self._staging_dir(), f"{self._count:07d}")
+
+
+def _remove_abandoned_staging(directory: str) -> None:
+    """Delete staging folders left by checkouts that were killed (their process is gone):
+    `.keepsake-checkout-<pid>-*`. A live process's folder is never touched."""
+    try:
+        names = [n for n in os.listdir(directory) if n.startswith(STAGING_PREFIX)]
+    except OSError:
+        return
+    for name in names:
+        pid = name[len(STAGING_PREFIX) :].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # alive (or not ours to signal): leave it
+        except ProcessLookupError:
+            shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
+        except PermissionError:
+            continue
 
 
 def choose_checkpoint(
@@ -260,6 +282,7 @@ def plan_checkout(
         os.fspath(output_dir if output_dir is not None else project.directory)
     )
     created = _make_output_dir(directory)
+    _remove_abandoned_staging(directory)
     plan = CheckoutPlan(project, experiment, checkpoint, reason, Path(os.path.realpath(directory)))
     plan._created = created
     try:

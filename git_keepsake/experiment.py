@@ -442,7 +442,7 @@ class ExperimentCollection:
             created=metadata.now(),
             user=_user(),
             host=socket.gethostname(),
-            command=" ".join(map(shlex.quote, sys.argv)),
+            command=_command(),
             config={"repository": repository.url, "storage": ""},
             path=rel,
             params=params,
@@ -631,6 +631,17 @@ def _brief(metrics: dict[str, Any] | None) -> str:
     items = [f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()]
     text = ", ".join(items)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _command() -> str:
+    """How this run was started, to paste back into a shell. Keepsake recorded sys.argv,
+    which for `python train.py` is just "train.py" and for `python -c ...` just "-c"; with a
+    script or -c, the interpreter's own command line says it (`accelerate launch x.py` and
+    other console scripts are their own argv[0]: kept)."""
+    argv = sys.argv
+    if argv and (argv[0] in ("-c", "") or argv[0].endswith(".py")):
+        argv = getattr(sys, "orig_argv", argv)
+    return " ".join(map(shlex.quote, argv))
 
 
 def _user() -> str:

@@ -125,9 +125,7 @@ def test_checkout_restores_code_from_git_and_weights_byte_identical(code_project
     assert f"best checkpoint {chk.short_id()}" in err
     assert "code from the git snapshot" in err
     assert f"Checked out to {out}: 5 file(s) written, 0 unchanged" in err
-    last = err.rstrip().splitlines()[-1]
-    assert last.startswith(f"To run it again: cd {out} && ")
-    assert last.endswith(experiment.command)  # "python " is added before a bare script.py
+    assert err.rstrip().splitlines()[-1] == f"To run it again: cd {out} && {experiment.command}"
     assert no_staging_left(out)
 
 
@@ -702,3 +700,19 @@ def test_progress_bar_on_a_terminal(project, tmp_path, monkeypatch, capsys):
     code, _, err = cli(capsys, experiment.id, "-o", str(tmp_path / "out"))
     assert code == 0, err
     assert "Extracting" in err and "100%" in err
+
+
+def test_a_killed_checkouts_staging_is_cleaned_up_by_the_next(git_project, tmp_path, capsys):
+    import subprocess as sp
+
+    dead = sp.Popen(["true"])
+    dead.wait()  # a process id that is gone
+    abandoned = git_project / f".keepsake-checkout-{dead.pid}-abc"
+    (abandoned / "0000001").mkdir(parents=True)
+    alive = git_project / f".keepsake-checkout-{os.getppid()}-def"
+    alive.mkdir()
+    experiment = keepsake.init(path="train.py")
+    experiment.stop()
+    code, _, err = cli(capsys, experiment.id, "-f")
+    assert code == 0, err
+    assert not abandoned.exists() and alive.is_dir()

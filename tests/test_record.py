@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 import tarfile
 
 import pytest
 
 import git_keepsake as keepsake
 from git_keepsake import metadata
+
+from .conftest import run_script
 
 EXPERIMENT_KEYS = [
     "id",
@@ -322,3 +326,15 @@ def test_snapshot_of_a_folder_with_nothing_to_save(project):
     experiment.stop()
     assert (project / ".keepsake" / "experiments" / f"{experiment.id}.tar.gz").is_file()
     assert keepsake.experiments.get(experiment.id).path == "."
+
+
+def test_command_is_what_to_paste_back_into_a_shell(project):
+    (project / "train.py").write_text(
+        "import git_keepsake as keepsake\nkeepsake.init(params={'lr': 0.1}).stop()\n"
+    )
+    result = run_script("import runpy; runpy.run_path('train.py')", cwd=project)
+    assert result.returncode == 0, result.stderr
+    subprocess.run([sys.executable, "train.py", "--lr", "0.1"], cwd=project, check=True)
+    commands = [e.command for e in keepsake.experiments.list()]
+    assert commands[0].startswith(sys.executable + " -c ")  # not just "-c", as Keepsake had it
+    assert commands[1] == f"{sys.executable} train.py --lr 0.1"

@@ -74,11 +74,7 @@ def checkout(app: App, id, output_directory, force, path):
         f"{len(result.unchanged)} unchanged"
     )
     if experiment.command:
-        command = experiment.command
-        # Recorded from sys.argv (as Keepsake does): the interpreter is not in it.
-        if command.split(" ", 1)[0].endswith(".py"):
-            command = f"python {command}"
-        app.say(f"To run it again: cd {shlex.quote(directory)} && {command}")
+        app.say(f"To run it again: cd {shlex.quote(directory)} && {experiment.command}")
     else:
         app.say("The command that started it was not recorded.")
 
