@@ -55,17 +55,24 @@ class Catalog:
         for experiment_id, commit in in_git.items():
             out[experiment_id] = ("git", commit, _reader(self._read_git, commit))
         storage = project.repository.storage
-        names = {key.rsplit("/", 1)[-1] for key in storage.list(EXPERIMENTS_PREFIX)}
-        only_in_storage = {
-            name[:-5]
-            for name in names
-            if name.endswith(".json") and name[:-5] not in in_git and metadata.is_id(name[:-5])
-        }
-        if only_in_storage:
+        if storage.listing_has_versions:  # a bucket: the listing carries ETags/generations
             versions = storage.list_versions(EXPERIMENTS_PREFIX)
-            for experiment_id in only_in_storage:
-                key = EXPERIMENTS_PREFIX + experiment_id + ".json"
-                out[experiment_id] = ("storage", versions.get(key), _reader(storage.get_bytes, key))
+        else:  # a folder: a stat per file, so only for experiments not in git (below)
+            versions = dict.fromkeys(storage.list(EXPERIMENTS_PREFIX))
+        only_in_storage = {}
+        for key in versions:
+            name = key.rsplit("/", 1)[-1]
+            experiment_id = name[:-5]
+            if (
+                name.endswith(".json")
+                and experiment_id not in in_git
+                and metadata.is_id(experiment_id)
+            ):
+                only_in_storage[experiment_id] = key
+        if only_in_storage and not storage.listing_has_versions:
+            versions = storage.list_versions(EXPERIMENTS_PREFIX)
+        for experiment_id, key in only_in_storage.items():
+            out[experiment_id] = ("storage", versions.get(key), _BlobReader(storage, key))
         return out
 
     def _metadata_refs(self) -> dict[str, str]:
@@ -120,6 +127,11 @@ class Catalog:
         fresh = []
         out = []
         complete = True
+        _prefetch(
+            read
+            for experiment_id, (source, version, read) in sources.items()
+            if version is None or cached.get(experiment_id, ())[:2] != (source, version)
+        )
         for experiment_id, (source, version, read) in sources.items():
             hit = cached.get(experiment_id)
             if hit is not None and version is not None and hit[:2] == (source, version):
@@ -317,6 +329,33 @@ def _attach(checkpoint, experiment):
 
 def _reader(read: Callable[[str], bytes], key: str) -> Callable[[], bytes]:
     return lambda: read(key)
+
+
+class _BlobReader:
+    """Reads one experiment's JSON from blob storage. `_prefetch` fills many at once, with
+    concurrent GETs: a cold listing of a bucket is bound by round trips, not bandwidth."""
+
+    __slots__ = ("storage", "key", "data")
+
+    def __init__(self, storage, key: str):
+        self.storage = storage
+        self.key = key
+        self.data: bytes | None = None
+
+    def __call__(self) -> bytes:
+        data, self.data = self.data, None  # once: a later (lazy) read fetches it anew
+        return data if data is not None else self.storage.get_bytes(self.key)
+
+
+def _prefetch(readers) -> None:
+    by_storage: dict[int, list[_BlobReader]] = {}
+    for reader in readers:
+        if isinstance(reader, _BlobReader) and reader.storage.concurrency > 1:
+            by_storage.setdefault(id(reader.storage), []).append(reader)
+    for group in by_storage.values():
+        found = group[0].storage.get_many(r.key for r in group)
+        for reader in group:
+            reader.data = found.get(reader.key)
 
 
 def _decode(raw: bytes, experiment_id: str) -> dict[str, Any]:

@@ -45,5 +45,17 @@ class StorageError(KeepsakeError):
     """Blob storage failed (I/O, permissions, network)."""
 
 
+class StorageUnavailable(StorageError):
+    """A failure that may pass by itself (throttling, a 5xx, a dropped connection): retried."""
+
+
+class AccessDenied(StorageError):
+    """Missing, wrong or insufficient credentials for a bucket."""
+
+
+class BucketNotFound(StorageError):
+    """The bucket named in the repository URL does not exist (and was not created)."""
+
+
 class UnsafeTarball(KeepsakeError):
     """A tarball member would land outside the target directory or is not a regular file."""

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import metadata
 from .checkpoint import Checkpoint, CheckpointList
-from .errors import InvalidArgument, KeepsakeError
+from .errors import BucketNotFound, InvalidArgument, KeepsakeError, StorageError
 from .heartbeat import is_alive
 from .writer import MetadataJob, TarballJob, strict, warn
 
@@ -189,10 +189,12 @@ class Experiment:
             )
         return checkpoint
 
-    def flush(self, timeout: float | None = None) -> None:
-        """Wait until everything recorded so far is written to the repository."""
-        self._project.writer.flush(timeout)
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything recorded so far is written to the repository; False if
+        `timeout` seconds passed first (the writes go on in the background)."""
+        done = self._project.writer.flush(timeout)
         self._project.writer.raise_errors()
+        return done
 
     def stop(self) -> None:
         """Mark the experiment stopped (at once, unlike Keepsake's 30 s) and wait for its writes."""
@@ -434,7 +436,7 @@ class ExperimentCollection:
         params = _check_map(params, "params")
         rel, files = _snapshot_files(project, path, "experiment")
         repository = project.repository
-        repository.check_version()
+        _check_repository(repository)
 
         experiment = Experiment(
             project,
@@ -483,6 +485,21 @@ class ExperimentCollection:
 
 
 # --- validation: raise InvalidArgument before anything is written ---
+
+
+def _check_repository(repository) -> None:
+    """Refuse a repository of a newer format at once. A missing bucket is made by the first
+    write; an unreachable or refused one warns and training goes on (writes are retried)."""
+    from .writer import strict, warn
+
+    try:
+        repository.check_version()
+    except BucketNotFound:
+        pass
+    except StorageError as e:
+        if strict():
+            raise
+        warn(f"{e}; training goes on")
 
 
 def _check_map(value: Any, name: str) -> dict[str, Any] | None:

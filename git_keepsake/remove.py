@@ -87,11 +87,11 @@ def _remove_experiment(project: Project, experiment: Experiment) -> None:
         git.delete_experiment_refs(experiment.id)
         if info.get("commit"):
             git.remove_note_line(info["commit"], experiment.id)
-    keys = [experiment_metadata_key(experiment.id), heartbeat_key(experiment.id)]
-    keys.append(tarball_key("experiments", experiment.id))
+    # The metadata first, so no reader sees the experiment with its tarballs half gone.
+    _delete(storage, [experiment_metadata_key(experiment.id)])
+    keys = [heartbeat_key(experiment.id), tarball_key("experiments", experiment.id)]
     keys += [tarball_key("checkpoints", c.id) for c in experiment.checkpoints if c.path]
-    for key in keys:
-        _delete(storage, key)
+    _delete(storage, keys)
 
 
 def _remove_checkpoints(
@@ -111,16 +111,15 @@ def _remove_checkpoints(
     key = experiment_metadata_key(experiment.id)
     if storage.exists(key):
         project.repository.write_experiment(experiment.id, text)
-    for checkpoint in checkpoints:
-        if checkpoint.path:
-            _delete(storage, tarball_key("checkpoints", checkpoint.id))
+    _delete(storage, [tarball_key("checkpoints", c.id) for c in checkpoints if c.path])
 
 
-def _delete(storage, key: str) -> None:
+def _delete(storage, keys: list[str]) -> None:
+    """Concurrently where the storage gains from it (a bucket); a missing key is fine."""
     try:
-        storage.delete(key)  # a missing key is fine
+        storage.delete_many(keys)
     except OSError as e:
-        raise KeepsakeError(f"could not delete {storage.url}/{key}: {e}") from e
+        raise KeepsakeError(f"could not delete from {storage.url}: {e}") from e
 
 
 def _params(experiment: Experiment) -> str:

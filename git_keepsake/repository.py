@@ -67,6 +67,14 @@ class Repository:
             )
         self._version_checked = True
 
+    def is_present(self) -> bool:
+        """Whether anything was ever recorded here (a folder, or a repository.json in a
+        bucket): what tells a mistyped URL from a repository with no experiments yet."""
+        local = self.storage.local_path("")
+        if local is not None:
+            return local.is_dir()
+        return self.storage.exists(VERSION_KEY) or any(self.storage.list("metadata/"))
+
     def ensure_created(self) -> None:
         """Write repository.json (byte-identical to Keepsake's) if this is a new repository."""
         with self._lock:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import KeepsakeError, StorageError
+from .errors import AccessDenied, BucketNotFound, KeepsakeError, StorageError, StorageUnavailable
 from .repository import Repository, tarball_key
 from .tarball import write_tarball
 
@@ -32,6 +32,11 @@ if TYPE_CHECKING:
 # Metadata writes may take at most this share of the writer's time while checkpoints stream in.
 METADATA_TIME_SHARE = 0.1
 RETRY_DELAYS = (0.5, 2.0, 5.0)
+# While storage is unreachable (network, outage, throttling) writes wait and retry, training goes
+# on, and checkpoints pile up staged on local disk. Past this long the write is given up on
+# (its files stay staged).
+OUTAGE_RETRY_SECONDS = 30 * 60
+OUTAGE_MAX_DELAY = 10.0
 SLOW_FLUSH_NOTICE_SECONDS = 1.0
 JOB_FILE = "job.json"
 
@@ -77,6 +82,7 @@ class Writer:
         self._busy = False
         self._flushers = 0
         self._errors: list[KeepsakeError] = []
+        self._last_warning = ""
         self._metadata_cost: dict[str, float] = {}
         self._thread: threading.Thread | None = None
         _live_writers.add(self)
@@ -238,25 +244,50 @@ class Writer:
         self._metadata_cost[experiment.id] = (end, end - start)
 
     def _with_retries(self, action, what: str) -> None:
-        for attempt, delay in enumerate((*RETRY_DELAYS, None)):
+        """Retry an outage until it ends (or lasts OUTAGE_RETRY_SECONDS); other failures a
+        few times (RETRY_DELAYS), then give up: strict mode only skips those."""
+        url = self.repository.url
+        attempt = 0
+        outage_since = None
+        while True:
             try:
                 action()
+                if outage_since is not None:
+                    warn(f"{url} is reachable again: wrote {what}")
                 return
+            except StorageUnavailable as e:
+                now = time.monotonic()
+                if outage_since is None:
+                    outage_since = now
+                    warn(f"{e.message}; retrying in the background while training goes on")
+                if now - outage_since > OUTAGE_RETRY_SECONDS:
+                    raise StorageError(
+                        f"could not write {what} to {url}: {e.message}",
+                        hint="its files stay staged locally; `git keepsake sync` retries",
+                    ) from e
+                time.sleep(min(OUTAGE_MAX_DELAY, 0.5 * 2 ** min(attempt, 10)))
+                attempt += 1
             except (OSError, StorageError) as e:
                 error = e if isinstance(e, StorageError) else StorageError(str(e))
-                if delay is None or strict():
+                permanent = isinstance(e, (AccessDenied, BucketNotFound))  # retrying won't help
+                if permanent or attempt >= len(RETRY_DELAYS) or strict():
                     raise StorageError(
-                        f"could not write {what} to {self.repository.url}: {error.message}",
+                        f"could not write {what} to {url}: {error.message}",
                         hint="its files stay staged locally; `git keepsake sync` retries",
                     ) from e
                 if attempt == 0:
                     warn(f"writing {what} failed ({error.message}); retrying")
-                time.sleep(delay)
+                time.sleep(RETRY_DELAYS[attempt])
+                attempt += 1
 
     def _fail(self, error: KeepsakeError) -> None:
-        warn(f"{error}; training goes on")
         with self._cond:
             self._errors.append(error)
+            cause = str(error.__cause__ or error)  # the same refusal, whatever was written
+            repeated = cause == self._last_warning
+            self._last_warning = cause
+        if not repeated:  # one line for a thousand checkpoints refused the same way
+            warn(f"{error}; training goes on")
 
 
 @dataclass

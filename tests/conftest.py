@@ -40,6 +40,19 @@ def hermetic(tmp_path_factory, monkeypatch):
         pygit2.settings.search_path[level] = str(path)
     monkeypatch.setenv("GIT_KEEPSAKE_STRICT", "1")
     monkeypatch.delenv("NO_COLOR", raising=False)
+    # Cloud SDKs must never look for real credentials or metadata servers (no network here).
+    for var in list(os.environ):
+        if var.startswith(("AWS_", "GOOGLE_", "GCLOUD_", "CLOUDSDK_")) or var in (
+            "STORAGE_EMULATOR_HOST",
+            "BOTO_CONFIG",
+        ):
+            monkeypatch.delenv(var)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(home / "aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(home / "aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("NO_GCE_CHECK", "True")
+    monkeypatch.setenv("GCE_METADATA_HOST", "127.0.0.1:9")
+    monkeypatch.setenv("GCE_METADATA_IP", "127.0.0.1:9")
     yield
     from git_keepsake import experiment
 
@@ -105,3 +118,91 @@ def run_script(code: str, cwd: Path, env: dict | None = None, timeout: float = 6
         text=True,
         timeout=timeout,
     )
+
+
+# --- S3 and GCS: real servers on 127.0.0.1, started once per session ---
+
+
+class _Server:
+    """A server on a fixed 127.0.0.1 port that a test may stop and start again."""
+
+    def __init__(self, make):
+        self._make = make
+        self.port = _free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._server = None
+
+    def start(self):
+        self._server = self._make(self.port)
+        self._server.start()
+
+    def stop(self):
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = _Server(lambda port: ThreadedMotoServer(ip_address="127.0.0.1", port=port))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def gcs_server():
+    import logging
+
+    from gcp_storage_emulator.server import create_server
+
+    logging.getLogger("gcp_storage_emulator").setLevel(logging.CRITICAL)
+    server = _Server(lambda port: create_server("127.0.0.1", port, in_memory=True))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch):
+    """boto3 pointed at the moto server, as a MinIO user would point it: AWS_ENDPOINT_URL."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    return s3_server
+
+
+@pytest.fixture
+def gcs_env(gcs_server, monkeypatch):
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_server.endpoint)
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "test-project")
+    return gcs_server
+
+
+def new_bucket_name() -> str:
+    import uuid
+
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(params=["file", "s3", "gs"])
+def repository_url(request, tmp_path):
+    """A fresh, empty repository URL on each backend (buckets are made by the first write)."""
+    if request.param == "file":
+        return f"file://{tmp_path / 'repository'}"
+    request.getfixturevalue("s3_env" if request.param == "s3" else "gcs_env")
+    return f"{request.param}://{new_bucket_name()}"

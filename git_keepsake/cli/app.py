@@ -37,15 +37,13 @@ class App:
         from ..project import Project
 
         project = Project(repository=self.repository, directory=self.project_directory)
-        if self.repository is not None:
-            # A mistyped -R would otherwise read as an empty repository ("no experiments").
-            local = project.local_repository_dir()
-            if local is not None and not local.is_dir():
-                raise NotFound(
-                    f"there is no repository at {self.repository}",
-                    hint="check the -R URL (a repository is made by the first experiment "
-                    "recorded into it)",
-                )
+        # A mistyped -R would otherwise read as an empty repository ("no experiments").
+        if self.repository is not None and not project.repository.is_present():
+            raise NotFound(
+                f"there is no repository at {self.repository}",
+                hint="check the -R URL (a repository is made by the first experiment "
+                "recorded into it)",
+            )
         return project
 
     # --- output: data to stdout, messages to stderr ---

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import abc
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..errors import ConfigError, NotFound
 
 
 class Storage(abc.ABC):
@@ -18,6 +19,12 @@ class Storage(abc.ABC):
     """
 
     url: str
+    # How many requests are worth having in flight at once: 1 for a local disk, many for a
+    # bucket, where each request mostly waits on the network.
+    concurrency = 1
+    # True where list_versions costs what list costs (a bucket listing carries ETags or
+    # generations; a folder listing would need a stat per file).
+    listing_has_versions = False
 
     @abc.abstractmethod
     def put_file(self, key: str, local_path: str | os.PathLike, *, consume: bool = False) -> None:
@@ -54,6 +61,30 @@ class Storage(abc.ABC):
         """Where the blob lies on local disk, if it does: lets readers open it in place."""
         return None
 
+    # --- many keys at once: concurrent where the backend gains from it ---
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, bytes]:
+        """{key: bytes} for the keys that exist; missing ones are left out."""
+
+        def get(key: str) -> tuple[str, bytes | None]:
+            try:
+                return key, self.get_bytes(key)
+            except NotFound:
+                return key, None
+
+        return {k: v for k, v in self._map(get, keys) if v is not None}
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        for _ in self._map(self.delete, keys):
+            pass
+
+    def _map(self, fn, items: Iterable):
+        items = list(items)
+        if self.concurrency <= 1 or len(items) <= 1:
+            return map(fn, items)
+        with ThreadPoolExecutor(min(self.concurrency, len(items))) as pool:
+            return list(pool.map(fn, items))  # raises the first error
+
 
 def open_storage(url: str, project_dir: str | os.PathLike) -> Storage:
     """The backend for a repository URL; a relative file:// path is relative to the project."""
@@ -68,10 +99,12 @@ def open_storage(url: str, project_dir: str | os.PathLike) -> Storage:
 
         return DiskStorage(Path(project_dir, rest).resolve())
     if scheme in ("s3", "gs"):
-        raise ConfigError(
-            f"{scheme}:// repositories are not supported by this version yet",
-            hint='use a local repository for now: repository: "file://.keepsake"',
-        )
+        bucket, _, prefix = rest.partition("/")
+        if scheme == "s3":
+            from .s3 import S3Storage as Backend
+        else:
+            from .gcs import GCSStorage as Backend
+        return Backend(bucket, prefix.strip("/"))
     raise ConfigError(
         f"repository URL {url!r} has an unknown scheme {scheme!r}",
         hint="supported schemes: file://, s3://, gs://",
