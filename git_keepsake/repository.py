@@ -128,29 +128,25 @@ class Repository:
     def read_heartbeat(self, experiment_id: str):
         """The time of the last heartbeat, or None if there is none (stopped)."""
         try:
-            raw = self.storage.get_bytes(heartbeat_key(experiment_id))
-            return metadata.parse_time(json.loads(raw)["last_heartbeat"])
+            return _heartbeat_time(self.storage.get_bytes(heartbeat_key(experiment_id)))
         except NotFound:
             return None
-        except (ValueError, KeyError, TypeError):
-            return None  # a torn or foreign heartbeat file says nothing about liveness
 
     def alive_ids(self) -> set[str]:
         """Ids of experiments with a fresh heartbeat. Stopped experiments have no heartbeat
-        file, so a listing reads only those of running (or crashed) ones."""
+        file, so a listing reads only those of running (or crashed) ones, all at once."""
         from .heartbeat import is_alive
 
-        alive = set()
-        for key in self.storage.list(HEARTBEATS_PREFIX):
-            name = key.rsplit("/", 1)[-1]
-            experiment_id = name[:-5]
-            if (
-                name.endswith(".json")
-                and metadata.is_id(experiment_id)
-                and is_alive(self.read_heartbeat(experiment_id))
-            ):
-                alive.add(experiment_id)
-        return alive
+        keys = [
+            key
+            for key in self.storage.list(HEARTBEATS_PREFIX)
+            if key.endswith(".json") and metadata.is_id(key.rsplit("/", 1)[-1][:-5])
+        ]
+        return {
+            key.rsplit("/", 1)[-1][:-5]
+            for key, raw in self.storage.get_many(keys).items()
+            if is_alive(_heartbeat_time(raw))
+        }
 
     def delete_heartbeat(self, experiment_id: str) -> None:
         self.storage.delete(heartbeat_key(experiment_id))
@@ -173,3 +169,10 @@ class Repository:
         except NotFound:
             return None
         return target
+
+
+def _heartbeat_time(raw: bytes):
+    try:
+        return metadata.parse_time(json.loads(raw)["last_heartbeat"])
+    except (ValueError, KeyError, TypeError):
+        return None  # a torn or foreign heartbeat file says nothing about liveness
