@@ -348,13 +348,12 @@ class _BlobReader:
 
 
 def _prefetch(readers) -> None:
-    by_storage: dict[int, list[_BlobReader]] = {}
-    for reader in readers:
-        if isinstance(reader, _BlobReader) and reader.storage.concurrency > 1:
-            by_storage.setdefault(id(reader.storage), []).append(reader)
-    for group in by_storage.values():
-        found = group[0].storage.get_many(r.key for r in group)
-        for reader in group:
+    """Fetch the JSON of every blob reader in one concurrent batch (they share the project's
+    storage), where the storage gains from it."""
+    readers = [r for r in readers if isinstance(r, _BlobReader)]
+    if readers and readers[0].storage.concurrency > 1:
+        found = readers[0].storage.get_many(r.key for r in readers)
+        for reader in readers:
             reader.data = found.get(reader.key)
 
 

@@ -490,8 +490,6 @@ class ExperimentCollection:
 def _check_repository(repository) -> None:
     """Refuse a repository of a newer format at once. A missing bucket is made by the first
     write; an unreachable or refused one warns and training goes on (writes are retried)."""
-    from .writer import strict, warn
-
     try:
         repository.check_version()
     except BucketNotFound:

@@ -39,6 +39,7 @@ class Repository:
         self.storage = storage
         self.url = storage.url
         self._version_checked = False
+        self._has_version_file: bool | None = None  # None: not looked for yet
         self._lock = threading.Lock()
 
     def check_version(self) -> None:
@@ -48,8 +49,9 @@ class Repository:
         try:
             raw = self.storage.get_bytes(VERSION_KEY)
         except NotFound:
-            self._version_checked = True
+            self._has_version_file, self._version_checked = False, True
             return
+        self._has_version_file = True
         try:
             version = json.loads(raw)["version"]
             if not isinstance(version, int):
@@ -73,13 +75,18 @@ class Repository:
         local = self.storage.local_path("")
         if local is not None:
             return local.is_dir()
-        return self.storage.exists(VERSION_KEY) or any(self.storage.list("metadata/"))
+        self.check_version()  # which reads repository.json, if there is one
+        return bool(self._has_version_file) or any(self.storage.list("metadata/"))
 
     def ensure_created(self) -> None:
-        """Write repository.json (byte-identical to Keepsake's) if this is a new repository."""
+        """Write repository.json (byte-identical to Keepsake's) if this is a new repository.
+        Looked for once, not before every write: on a bucket each look is a round trip."""
         with self._lock:
+            if self._has_version_file:
+                return
             if not self.storage.exists(VERSION_KEY):
                 self.storage.put_bytes(VERSION_KEY, b'{"version":1}')
+            self._has_version_file = True
 
     # --- experiments ---
 

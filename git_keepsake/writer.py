@@ -229,9 +229,14 @@ class Writer:
 
     def _write_tarball(self, job: TarballJob) -> None:
         self.repository.ensure_created()
-        tmp = job.staged / "snapshot.tar.gz"
-        write_tarball(tmp, job.object_id, [(rel, job.staged / "files" / rel) for rel in job.files])
-        self.repository.storage.put_file(tarball_key(job.kind, job.object_id), tmp, consume=True)
+        tarball = job.staged / "snapshot.tar.gz"
+        if not tarball.exists():  # else a whole one from an attempt whose upload failed
+            partial = job.staged / "snapshot.tar.gz.partial"
+            files = [(rel, job.staged / "files" / rel) for rel in job.files]
+            write_tarball(partial, job.object_id, files)
+            os.replace(partial, tarball)
+        key = tarball_key(job.kind, job.object_id)
+        self.repository.storage.put_file(key, tarball, consume=True)
         shutil.rmtree(job.staged, ignore_errors=True)
 
     def _write_metadata(self, experiment: Experiment) -> None:

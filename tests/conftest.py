@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+# The installed console script, run as a user would run it.
+GIT_KEEPSAKE = str(Path(sys.executable).parent / "git-keepsake")
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 KEEPSAKE_042 = FIXTURES / "keepsake-0.4.2"
 

@@ -17,9 +17,8 @@ import git_keepsake as keepsake
 from git_keepsake import Project
 from git_keepsake.checkout import WouldOverwrite, checkout, plan_checkout
 from git_keepsake.cli import main
-from tests.conftest import git
+from tests.conftest import GIT_KEEPSAKE, git
 
-GIT_KEEPSAKE = str(Path(sys.executable).parent / "git-keepsake")
 SKIP = {".git", ".keepsake"}
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -15,9 +14,7 @@ import pytest
 from git_keepsake import Project
 from git_keepsake.errors import AccessDenied, StorageUnavailable
 from git_keepsake.storage import open_storage
-from tests.conftest import git, new_bucket_name, run_script
-
-GIT_KEEPSAKE = str(Path(sys.executable).parent / "git-keepsake")
+from tests.conftest import GIT_KEEPSAKE, git, new_bucket_name, run_script
 
 TRAIN = textwrap.dedent(
     """
@@ -298,3 +295,60 @@ def test_gcs_refused_credentials_map_to_access_denied(gcs_env, tmp_path, monkeyp
     monkeypatch.setattr(storage.client, "list_blobs", refuse)
     with pytest.raises(AccessDenied, match="credentials for gs://.* were refused"):
         list(storage.list(""))
+
+
+# --- round trips and work not to repeat ---
+
+
+def test_repository_json_is_looked_for_once(s3_env, project, monkeypatch):
+    """Not before every write (each look is a round trip), and `ls -R` reads it once."""
+    from git_keepsake.storage.s3 import S3Storage
+
+    looks = []
+    for name in ("exists", "get_bytes"):
+        real = getattr(S3Storage, name)
+
+        def counted(self, key, _real=real, _name=name):
+            if key == "repository.json":
+                looks.append(_name)
+            return _real(self, key)
+
+        monkeypatch.setattr(S3Storage, name, counted)
+    url = f"s3://{new_bucket_name()}"
+    experiment = Project(repository=url).experiments.create(params={"a": 1})
+    for step in range(5):
+        experiment.checkpoint(step=step, metrics={"loss": step})
+    experiment.stop()
+    assert looks == ["get_bytes", "exists"]  # check_version at init; ensure_created once
+
+    looks.clear()
+    reader = Project(repository=url, directory=project).repository
+    assert reader.is_present()
+    reader.check_version()
+    assert looks == ["get_bytes"]
+
+
+def test_an_upload_retried_after_an_outage_is_not_tarred_again(project, monkeypatch):
+    from git_keepsake import writer
+    from git_keepsake.errors import StorageUnavailable
+    from git_keepsake.storage.disk import DiskStorage
+
+    tarred = []
+    real_tar, real_put = writer.write_tarball, DiskStorage.put_file
+    monkeypatch.setattr(writer, "write_tarball", lambda *a: tarred.append(a) or real_tar(*a))
+    failures = iter([StorageUnavailable("cannot reach the bucket")])
+
+    def flaky_put(self, key, path, **kwargs):
+        error = next(failures, None)
+        if error is not None:
+            raise error
+        return real_put(self, key, path, **kwargs)
+
+    monkeypatch.setattr(DiskStorage, "put_file", flaky_put)
+    (project / "w.bin").write_bytes(b"weights")
+    experiment = Project().experiments.create(params={"a": 1})
+    experiment.checkpoint(path="w.bin", step=1)
+    assert experiment.flush(timeout=30)
+    experiment.stop()
+    assert len(tarred) == 1
+    assert experiment.checkpoints[0].open("w.bin").read() == b"weights"
