@@ -5,19 +5,23 @@ Measured in one run:
 * a big checkpoint (--size-mb MiB of random bytes, so nothing compresses), from the
   `checkpoint()` call until `flush()` returns with the tarball in the bucket, against boto3's
   `upload_file` with its default TransferConfig of the same tarball: MiB/s and the speed ratio
-  (higher is faster). Where our time goes: the call (the staging copy), then tarring and the
-  upload as timed inside the background writer; and, alone on the same file, `write_tarball`
-  and our S3 backend's `put_file` (s3.py's transfer settings without the rest of the pipeline);
+  (higher is faster). Where our time goes: the call (the staging copy), then the upload with
+  the tarball streamed into it, and the tarring inside it, as timed in the background writer;
+  and, alone on the same file, `write_tarball` and our S3 backend's `put_file` (s3.py's
+  transfer settings without the rest of the pipeline);
 * `git-keepsake ls -R s3://BUCKET` of 1,000 experiments (10 checkpoints each, in Keepsake's
   layout, put with boto3) from an empty folder outside git: with a fresh local index each time
   (cold) and with the one the last cold run left (warm), against `python -c pass` and
   `python -c "import boto3"`.
 
 Times are medians of --repeats runs; in each, the checkpoint and the uploads alone take turns,
-so each gets its share of the noise. Every uploaded object's size and every listing's rows are
-checked. Then `targets:` says ok/MISSED. Nothing but 127.0.0.1 is contacted. The server keeps
-objects in memory (about 4x --size-mb at the peak), not in temp files: a real bucket is not
-on the disk the checkpoint is staged and tarred on.
+each going first in one run of three, so each gets its share of the noise. Every uploaded
+object's size and every listing's rows are checked. Then `targets:` says ok/MISSED. Nothing
+but 127.0.0.1 is contacted. The server keeps objects in memory (about 4x --size-mb at the
+peak), not in temp files: a real bucket is not on the disk the checkpoint is staged and tarred
+on. Its assembly of the parts at the end of each upload (CompleteMultipartUpload, copying the
+whole object in Python) is shown apart: it is the same work whoever sent the parts, and the
+noisiest part of the run.
 
 Run from the repository root, in the venv git-keepsake is installed in:
     python bench/storage.py                            # 1 GiB, 3 repeats: 2-3 minutes
@@ -117,7 +121,9 @@ def make_file(path: Path, size: int) -> None:
 
 
 def instrument(log: dict[str, float]) -> None:
-    """Time the writer's tarring and S3 upload (this process only; nothing is edited)."""
+    """Time the writer's streamed upload and the tarring inside it, and the server's assembly
+    of the parts (CompleteMultipartUpload) in any upload (this process only; nothing is
+    edited)."""
 
     def timed(owner, name: str, label: str) -> None:
         original = getattr(owner, name)
@@ -132,7 +138,21 @@ def instrument(log: dict[str, float]) -> None:
         setattr(owner, name, wrapper)
 
     timed(writer, "write_tarball", "tar")
-    timed(s3.S3Storage, "put_file", "upload")
+    timed(s3.S3Storage, "put_stream", "upload")
+    from botocore.client import BaseClient
+
+    api_call = BaseClient._make_api_call
+
+    def timed_call(self, operation: str, params: dict):
+        if operation != "CompleteMultipartUpload":
+            return api_call(self, operation, params)
+        start = time.perf_counter()
+        try:
+            return api_call(self, operation, params)
+        finally:
+            log["assembly"] = log.get("assembly", 0.0) + time.perf_counter() - start
+
+    BaseClient._make_api_call = timed_call
 
 
 def checkpoint_once(project_dir: Path, log: dict[str, float]) -> tuple[dict[str, float], str]:
@@ -151,21 +171,23 @@ def checkpoint_once(project_dir: Path, log: dict[str, float]) -> tuple[dict[str,
     return {"call": call, **log, "total": total}, chk.id
 
 
-def upload_once(tarball: Path, key: str, ours: bool) -> float:
+def upload_once(tarball: Path, key: str, ours: bool, log: dict[str, float]) -> dict[str, float]:
     """Our S3 backend's put_file, or boto3's upload_file with its defaults, each with a new
-    client that has connected before the clock starts (as the writer's has)."""
+    client that has connected before the clock starts (as the writer's has): its time, and the
+    server's share of it."""
     import boto3
 
     storage = open_storage(f"s3://{UPLOAD_BUCKET}", tarball.parent)
     client = storage.client if ours else boto3.client("s3")
     client.head_bucket(Bucket=UPLOAD_BUCKET)
     os.sync()
+    log.clear()
     start = time.perf_counter()
     if ours:
         storage.put_file(key, tarball)
     else:
         client.upload_file(str(tarball), UPLOAD_BUCKET, key)
-    return time.perf_counter() - start
+    return {key: time.perf_counter() - start, f"{key} assembly": log.get("assembly", 0.0)}
 
 
 def bench_upload(tmp: Path, size: int, repeats: int) -> dict[str, float]:
@@ -191,19 +213,29 @@ def bench_upload(tmp: Path, size: int, repeats: int) -> dict[str, float]:
             sys.exit(f"FAIL: s3://{UPLOAD_BUCKET}/{key} has {stored} bytes, not {expected}")
         client.delete_object(Bucket=UPLOAD_BUCKET, Key=key)
 
+    def checkpoint() -> dict[str, float]:
+        result, chk = checkpoint_once(project_dir, log)
+        check(f"checkpoints/{chk}.tar.gz")
+        return result
+
+    def upload(name: str, ours: bool) -> dict[str, float]:
+        result = upload_once(tarball, name, ours, log)
+        check(name)
+        return result
+
+    turns = [checkpoint, lambda: upload("put_file", True), lambda: upload("boto3", False)]
     for i in range(repeats):
         os.sync()
         start = time.perf_counter()
         write_tarball(tarball, "0" * 64, [("weights.bin", weights)])
         times = {"tar alone": time.perf_counter() - start}
         expected = tarball.stat().st_size
-        checkpoint, chk = checkpoint_once(project_dir, log)
-        check(f"checkpoints/{chk}.tar.gz")
-        times |= checkpoint
-        times["put_file"] = upload_once(tarball, "put_file", ours=True)
-        check("put_file")
-        times["boto3"] = upload_once(tarball, "boto3", ours=False)
-        check("boto3")
+        for turn in turns[i % 3 :] + turns[: i % 3]:  # each goes first in turn
+            times.update(turn())
+        # Without the server's assembly of the parts: moto's share, the same work whoever sent
+        # the parts, and its noisiest (3-7 s for 1 GiB on a 2-core machine).
+        times["total, client"] = times["total"] - times.get("assembly", 0.0)
+        times["boto3, client"] = times["boto3"] - times["boto3 assembly"]
         for name, value in times.items():
             runs.setdefault(name, []).append(value)
         print(f"  upload {i + 1}/{repeats} done", file=sys.stderr, flush=True)
@@ -369,12 +401,20 @@ def main() -> int:
         [
             ["checkpoint() call to flush() returning", *speed("total")],
             ["  the call (staging copy)", f"{upload['call']:.2f}"],
-            ["  tarring, in the background writer", f"{upload.get('tar', 0):.2f}"],
-            ["  upload, in the background writer", f"{upload.get('upload', 0):.2f}"],
+            ["  upload, tarball streamed into it", f"{upload.get('upload', 0):.2f}"],
+            ["    tarring, inside the upload", f"{upload.get('tar', 0):.2f}"],
+            ["    moto assembling the parts", f"{upload.get('assembly', 0):.2f}"],
             ["write_tarball alone, same file", f"{upload['tar alone']:.2f}"],
             ["S3Storage.put_file alone, same tarball", *speed("put_file")],
+            ["  moto assembling the parts", f"{upload['put_file assembly']:.2f}"],
             ["boto3 upload_file alone, same tarball", *speed("boto3")],
+            ["  moto assembling the parts", f"{upload['boto3 assembly']:.2f}"],
         ],
+    )
+    client, boto_client = upload["total, client"], upload["boto3, client"]
+    print(
+        f"  without moto's assembly: checkpoint {client:.2f} s, boto3 {boto_client:.2f} s: "
+        f"{boto_client / client:.2f}x"
     )
     table(
         ["", "s", "/python"],

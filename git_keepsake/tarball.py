@@ -191,12 +191,15 @@ def _tar_format(names: list[str]) -> int:
 
 
 def write_tarball(
-    dest: str | os.PathLike, top: str, files: Iterable[tuple[str, str | os.PathLike]]
+    dest: str | os.PathLike | BinaryIO,
+    top: str,
+    files: Iterable[tuple[str, str | os.PathLike]],
 ) -> None:
-    """Write `dest` as a .tar.gz whose members are f"{top}/{relpath}", read from the given paths.
+    """Write a .tar.gz whose members are f"{top}/{relpath}", read from the given paths.
 
-    `relpath` is a project-relative posix path. Source symlinks are followed. Writes `dest`
-    directly: the caller handles temp names and renames.
+    `relpath` is a project-relative posix path. Source symlinks are followed. `dest` is a path,
+    written directly (the caller handles temp names and renames), or a binary file open for
+    writing that has a real file descriptor, such as a pipe to an upload; it is left open.
     """
     if not top or "/" in top:
         raise ValueError(f"bad top-level folder name: {top!r}")
@@ -205,7 +208,7 @@ def write_tarball(
         _check_relpath(relpath)
     tar_format = _tar_format([f"{top}/{relpath}" for relpath, _ in files])
 
-    with open(dest, "wb") as raw:
+    with _opened(dest) as raw:
         gz = _GzipWriter(raw, TEXT_LEVEL)
         try:
             with tarfile.TarFile(fileobj=gz, mode="w", format=tar_format, copybufsize=CHUNK) as tar:
@@ -215,6 +218,12 @@ def write_tarball(
             gz.finish()
         finally:
             gz.close()
+
+
+def _opened(dest: str | os.PathLike | BinaryIO):
+    if isinstance(dest, (str, os.PathLike)):
+        return open(dest, "wb")
+    return contextlib.nullcontext(dest)
 
 
 def _add_file(tar: tarfile.TarFile, gz: _GzipWriter, name: str, source: str | os.PathLike) -> None:

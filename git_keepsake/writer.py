@@ -228,15 +228,15 @@ class Writer:
         return time.monotonic() < last_end + cost / METADATA_TIME_SHARE
 
     def _write_tarball(self, job: TarballJob) -> None:
+        """Tar the staged files straight into the upload: no tarball on local disk, and
+        tarring overlaps sending. A retry tars them again."""
         self.repository.ensure_created()
-        tarball = job.staged / "snapshot.tar.gz"
-        if not tarball.exists():  # else a whole one from an attempt whose upload failed
-            partial = job.staged / "snapshot.tar.gz.partial"
-            files = [(rel, job.staged / "files" / rel) for rel in job.files]
-            write_tarball(partial, job.object_id, files)
-            os.replace(partial, tarball)
-        key = tarball_key(job.kind, job.object_id)
-        self.repository.storage.put_file(key, tarball, consume=True)
+        files = [(rel, job.staged / "files" / rel) for rel in job.files]
+        self.repository.storage.put_stream(
+            tarball_key(job.kind, job.object_id),
+            lambda out: write_tarball(out, job.object_id, files),
+            size_hint=sum(path.stat().st_size for _, path in files),
+        )
         shutil.rmtree(job.staged, ignore_errors=True)
 
     def _write_metadata(self, experiment: Experiment) -> None:

@@ -169,10 +169,18 @@ def s3_server():
 def gcs_server():
     import logging
 
-    from gcp_storage_emulator.server import create_server
+    from gcp_storage_emulator.server import Server
 
     logging.getLogger("gcp_storage_emulator").setLevel(logging.CRITICAL)
-    server = _Server(lambda port: create_server("127.0.0.1", port, in_memory=True))
+
+    class Emulator(Server):
+        def start(self):
+            super().start()
+            # It serves one connection at a time behind http.server's listen backlog of 5:
+            # our 32 concurrent requests overflowed that, and had connections reset.
+            self._api._httpd.socket.listen(128)
+
+    server = _Server(lambda port: Emulator("127.0.0.1", port, in_memory=True))
     server.start()
     yield server
     server.stop()

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import abc
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import BinaryIO
 
 from ..errors import ConfigError, NotFound
 
@@ -29,6 +30,16 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def put_file(self, key: str, local_path: str | os.PathLike, *, consume: bool = False) -> None:
         """Store a local file. With consume=True the caller gives the file up (it may be moved)."""
+
+    @abc.abstractmethod
+    def put_stream(
+        self, key: str, produce: Callable[[BinaryIO], None], *, size_hint: int = 0
+    ) -> None:
+        """Store what `produce(file)` writes into `file` (a binary file with a real file
+        descriptor), sent while it is being written. `produce` may be called again if the
+        transfer restarts. If it raises, nothing is stored and its error comes out (or a
+        StorageError caused by it), not retried. `size_hint`: roughly how many
+        bytes it will write, for choosing part sizes."""
 
     @abc.abstractmethod
     def get_file(self, key: str, local_path: str | os.PathLike) -> None:

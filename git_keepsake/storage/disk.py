@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from ..errors import NotFound, StorageError
 from . import Storage
@@ -34,8 +35,9 @@ class DiskStorage(Storage):
             except BaseException:
                 _unlink(tmp)
                 raise
-        except OSError as e:
-            raise StorageError(f"could not write {target}: {e.strerror or e}") from e
+        except OSError as e:  # which file: the target, or a source `write` was reading
+            detail = f"{e.strerror}: {e.filename}" if e.filename else e.strerror or e
+            raise StorageError(f"could not write {target}: {detail}") from e
 
     def put_file(self, key: str, local_path: str | os.PathLike, *, consume: bool = False) -> None:
         if consume:
@@ -53,6 +55,11 @@ class DiskStorage(Storage):
                 shutil.copyfileobj(src, f, 4 << 20)
 
         self._write_atomically(key, copy)
+
+    def put_stream(
+        self, key: str, produce: Callable[[BinaryIO], None], *, size_hint: int = 0
+    ) -> None:
+        self._write_atomically(key, produce)
 
     def get_file(self, key: str, local_path: str | os.PathLike) -> None:
         try:

@@ -99,6 +99,12 @@ class GCSStorage(RemoteStorage):
         if consume:
             os.unlink(local_path)
 
+    def _upload_stream(self, key: str, stream, size_hint: int) -> None:
+        # A resumable upload of unknown size, one chunk in memory at a time; if it fails, the
+        # unfinished session never becomes an object.
+        blob = self._blob(key, chunk_size=CHUNK_SIZE)
+        blob.upload_from_file(stream, retry=None, timeout=TIMEOUT)
+
     def get_file(self, key: str, local_path: str | os.PathLike) -> None:
         target = os.fspath(local_path)
         partial = f"{target}.part"

@@ -10,10 +10,16 @@ which kind of problem each provider error is. Everything else is here, once:
 from __future__ import annotations
 
 import abc
+import contextlib
+import fcntl
+import io
+import os
 import random
 import re
 import threading
 import time
+from collections.abc import Callable
+from typing import BinaryIO
 
 from ..errors import (
     AccessDenied,
@@ -59,6 +65,8 @@ PROBLEMS: dict[str, tuple[type[StorageError] | type[NotFound], str, str | None]]
 
 _RAISE = object()
 
+PIPE_BUFFER = 1 << 20  # bytes buffered on each side of a streamed upload's pipe
+
 # Backoff before each retry of a transient problem (seconds; each jittered to 50-100%).
 RETRY_DELAYS = (0.2, 0.8, 2.5)
 
@@ -99,6 +107,19 @@ class RemoteStorage(Storage):
 
     @abc.abstractmethod
     def _create_bucket(self) -> None: ...
+
+    @abc.abstractmethod
+    def _upload_stream(self, key: str, stream: _Pipe, size_hint: int) -> None:
+        """One upload of what `stream.read()` returns until it ends, in parts or chunks."""
+
+    def put_stream(
+        self, key: str, produce: Callable[[BinaryIO], None], *, size_hint: int = 0
+    ) -> None:
+        def upload_once() -> None:  # a retry produces the bytes again: a pipe can't rewind
+            with _Pipe(produce) as stream:
+                self._upload_stream(key, stream, size_hint)
+
+        self._call(upload_once, key, write=True)
 
     # --- shared ---
 
@@ -147,6 +168,8 @@ class RemoteStorage(Storage):
                 raise self._error(kind, detail, key) from e
 
     def _problem(self, error: Exception) -> tuple[str, str]:
+        if isinstance(error, _ProduceFailed):
+            raise error.source
         found = self._classify(error)
         if found is not None:
             return found
@@ -184,6 +207,74 @@ class RemoteStorage(Storage):
             if kind != "exists":  # made meanwhile by another writer: fine
                 raise self._error(kind, detail) from e
         self._bucket_checked = True
+
+
+class _ProduceFailed(Exception):
+    """The bytes' source failed, not the provider: _call raises `source` as it is."""
+
+    def __init__(self, source: BaseException):
+        super().__init__(str(source))
+        self.source = source
+
+
+class _Pipe:
+    """What `produce(file)` writes in a thread of its own, read here as a forward-only stream.
+
+    The upload sends while the tarball is still being written: tarring overlaps the network,
+    and there is no intermediate file. The stream ends only if `produce` returned; if it
+    raised, the last read raises its error instead, so a truncated blob is never stored.
+    """
+
+    def __init__(self, produce: Callable[[BinaryIO], None]):
+        read_fd, write_fd = os.pipe()
+        with contextlib.suppress(AttributeError, OSError):  # Linux: fewer, bigger copies
+            fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, PIPE_BUFFER)
+        self._reader = open(read_fd, "rb", buffering=PIPE_BUFFER)  # noqa: SIM115 (__exit__)
+        self._position = 0
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._produce, args=(produce, write_fd), name="git-keepsake-tar", daemon=True
+        )
+        self._thread.start()
+
+    def _produce(self, produce: Callable[[BinaryIO], None], write_fd: int) -> None:
+        # Closing may fail once the reader gave up: then there is nobody left to tell.
+        with contextlib.suppress(OSError), open(write_fd, "wb", buffering=PIPE_BUFFER) as out:
+            try:
+                produce(out)
+                out.flush()
+            except BaseException as e:  # told to the reader, before it can see the end
+                self._error = e
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._reader.read(size)  # blocks until `size` bytes, or the end
+        self._position += len(data)
+        if size < 0 or len(data) < size:
+            self._thread.join()
+            if self._error is not None:
+                raise _ProduceFailed(self._error)
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        if (whence, offset) in ((os.SEEK_SET, self._position), (os.SEEK_CUR, 0)):
+            return self._position
+        raise io.UnsupportedOperation("the stream only goes forward")
+
+    def __enter__(self) -> _Pipe:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._reader.close()  # a producer still writing gets EPIPE and stops
+        self._thread.join()
 
 
 def _one_line(text: str) -> str:

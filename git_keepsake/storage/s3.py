@@ -8,6 +8,7 @@ by two layers, multiplying the wait.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Iterator
@@ -15,9 +16,13 @@ from pathlib import Path
 
 from .remote import RemoteStorage
 
-# Big tarballs go up in parts, several at once (boto3's transfer manager).
-MULTIPART_THRESHOLD = 64 << 20
-PART_SIZE = 32 << 20
+# Big tarballs go up in parts, several at once (boto3's transfer manager). A streamed upload
+# holds up to 10 parts in memory, so parts stay at boto3's 8 MiB unless S3's limit of 10,000
+# parts per object needs bigger ones; MAX_PARTS leaves room for a size hint that is a bit low.
+MiB = 1 << 20
+MULTIPART_THRESHOLD = 8 * MiB
+PART_SIZE = 8 * MiB
+MAX_PARTS = 9000
 TRANSFER_THREADS = 10
 
 # Provider error code -> kind of problem (see remote.PROBLEMS).
@@ -63,12 +68,13 @@ class S3Storage(RemoteStorage):
         )
         return boto3.session.Session().client("s3", config=config)
 
-    def _transfer_config(self):
+    def _transfer_config(self, size: int = 0):
         from boto3.s3.transfer import TransferConfig
 
+        part_size = max(PART_SIZE, math.ceil(size / MAX_PARTS / MiB) * MiB)
         return TransferConfig(
             multipart_threshold=MULTIPART_THRESHOLD,
-            multipart_chunksize=PART_SIZE,
+            multipart_chunksize=part_size,
             max_concurrency=TRANSFER_THREADS,
             num_download_attempts=1,
         )
@@ -119,13 +125,22 @@ class S3Storage(RemoteStorage):
     def put_file(self, key: str, local_path: str | os.PathLike, *, consume: bool = False) -> None:
         self._call(
             lambda: self.client.upload_file(
-                os.fspath(local_path), self.bucket, self._key(key), Config=self._transfer_config()
+                os.fspath(local_path),
+                self.bucket,
+                self._key(key),
+                Config=self._transfer_config(os.path.getsize(local_path)),
             ),
             key,
             write=True,
         )
         if consume:
             Path(local_path).unlink(missing_ok=True)
+
+    def _upload_stream(self, key: str, stream, size_hint: int) -> None:
+        # A failed transfer aborts its multipart upload: no parts are left behind to pay for.
+        self.client.upload_fileobj(
+            stream, self.bucket, self._key(key), Config=self._transfer_config(size_hint)
+        )
 
     def get_file(self, key: str, local_path: str | os.PathLike) -> None:
         # s3transfer writes to a temporary name beside the target and renames it at the end.
