@@ -21,7 +21,7 @@ from . import metadata
 from .checkpoint import Checkpoint, CheckpointList
 from .errors import BucketNotFound, InvalidArgument, KeepsakeError, StorageError
 from .heartbeat import is_alive
-from .writer import MetadataJob, TarballJob, strict, warn
+from .writer import MetadataJob, TarballJob, interrupted_at_exit, strict, warn
 
 # Experiment refs are packed once this many are loose: listing 10,000 loose refs is 5-20x slower.
 LOOSE_REFS_TO_PACK = 512
@@ -687,6 +687,9 @@ def _stop_all_at_exit() -> None:
     for experiment in list(_running):
         try:
             experiment.stop()
+        except KeyboardInterrupt:  # Ctrl-C while exit waits on storage: go, leave it staged
+            interrupted_at_exit()
+            return
         except Exception as e:  # exit must not turn into a traceback
             warn(str(e))
 

@@ -303,9 +303,36 @@ class _ForcedMetadata:
 _live_writers: weakref.WeakSet[Writer] = weakref.WeakSet()
 
 
+_interrupted = False
+
+
 def flush_all(timeout: float | None = None) -> None:
+    """At exit: wait for every writer. Ctrl-C ends the wait (see interrupted_at_exit)."""
+    if _interrupted:
+        return
+    try:
+        for writer in list(_live_writers):
+            writer.flush(timeout)
+    except KeyboardInterrupt:
+        interrupted_at_exit()
+
+
+def interrupted_at_exit() -> None:
+    """Ctrl-C while exit waits for writes (an outage can make that long): stop waiting, and
+    say what is left. Its files stay staged, and job.json says what each one is."""
+    global _interrupted
+    if _interrupted:
+        return
+    _interrupted = True
     for writer in list(_live_writers):
-        writer.flush(timeout)
+        count = writer.pending()
+        if count:
+            print(
+                f"git-keepsake: interrupted: {count} write(s) to {writer.repository.url} not "
+                f"done; their files stay staged in {writer.staging_dir}",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 atexit.register(flush_all)

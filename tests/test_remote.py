@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import textwrap
 from pathlib import Path
@@ -182,6 +183,52 @@ def test_s3_outage_mid_run_training_goes_on_and_flush_completes(s3_env, project,
         experiment.checkpoints[-1].id
     )
     assert restored.open("w.bin").read() == b"during 3"
+
+
+def test_ctrl_c_while_exit_waits_on_an_outage_leaves_it_staged(s3_env, project, monkeypatch):
+    """Exit waits for pending writes, for up to 30 minutes of outage: Ctrl-C must end that wait
+    at once, with one line saying where the files stay, and no traceback."""
+    import signal
+    import sys
+    import time
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.delenv("GIT_KEEPSAKE_STRICT")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(project / "cache"))
+    (project / "keepsake.yaml").write_text('repository: "s3://some-bucket"\n')
+    code = textwrap.dedent(
+        """
+        import git_keepsake as keepsake
+        open("w.bin", "wb").write(b"weights")
+        experiment = keepsake.init(disable_heartbeat=True)
+        experiment.checkpoint(path="w.bin", step=1)
+        """
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=project,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    lines = []
+    for line in process.stderr:  # until exit is waiting on the writes
+        lines.append(line)
+        if "waiting for" in line:
+            break
+    interrupted = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    try:
+        _, rest = process.communicate(timeout=15)  # the old code waited for 30 minutes
+    finally:
+        process.kill()
+    assert time.monotonic() - interrupted < 10
+    assert "Traceback" not in rest, lines
+    assert re.search(
+        r"interrupted: \d write\(s\) to s3://some-bucket not done; their files stay", rest
+    )
+    staged = list((project / "cache").rglob("job.json"))
+    assert staged  # the journal is there for the next run to finish
 
 
 def test_unreachable_endpoint_is_one_clear_line(s3_env, tmp_path, monkeypatch):
