@@ -21,7 +21,14 @@ from . import metadata
 from .checkpoint import Checkpoint, CheckpointList
 from .errors import BucketNotFound, InvalidArgument, KeepsakeError, StorageError
 from .heartbeat import is_alive
-from .writer import MetadataJob, TarballJob, interrupted_at_exit, strict, warn
+from .writer import (
+    MetadataJob,
+    RecoveryJob,
+    TarballJob,
+    interrupted_at_exit,
+    strict,
+    warn,
+)
 
 # Experiment refs are packed once this many are loose: listing 10,000 loose refs is 5-20x slower.
 LOOSE_REFS_TO_PACK = 512
@@ -175,6 +182,8 @@ class Experiment:
                 files = None  # warned; the metrics are still worth keeping
         with self._lock:
             self.checkpoints.append(checkpoint)
+        text = self._encoded[checkpoint.id] = metadata.encode_checkpoint(checkpoint.to_json())
+        _journal(lambda: project.writer.journal_checkpoint(self.id, text), checkpoint)
         if files is not None:
             project.writer.submit(
                 TarballJob("checkpoints", checkpoint.id, staged, files, checkpoint._mark_stored)
@@ -205,7 +214,8 @@ class Experiment:
                 self._note_due = True  # the note on HEAD gets the final best metric
                 self._project.writer.submit(MetadataJob(self))
             try:
-                self._project.writer.flush()
+                if self._project.writer.flush() and not self._project.writer.failed:
+                    self._project.writer.forget(self.id)  # all written: nothing to recover
             finally:
                 self._project.heartbeat.remove(self.id)
         self._project.writer.raise_errors()
@@ -454,11 +464,14 @@ class ExperimentCollection:
         )
         project.keep_repository_out_of_git()
         _snapshot_in_git(project, experiment, rel, files, quiet)
+        head = metadata.encode_experiment(experiment._head_json(), [])
+        _journal(lambda: project.writer.journal_experiment(experiment.id, head), experiment)
         if files is not None:
             staged = _stage(project, experiment.id, files, "experiments", experiment.id)
             if staged is not None:
                 project.writer.submit(TarballJob("experiments", experiment.id, staged, files))
         project.writer.submit(MetadataJob(experiment))
+        project.writer.submit(RecoveryJob(lambda: _recover(project)))
         experiment._running_here = True
         _running.add(experiment)
         if not disable_heartbeat:
@@ -621,6 +634,27 @@ def _snapshot_in_git(
             f"tarball; set git_max_file_size in keepsake.yaml to change): {shown}",
             file=sys.stderr,
         )
+
+
+def _recover(project: Project) -> None:
+    """At init(): finish what earlier runs of the project left staged (they ended first)."""
+    from .recovery import recover
+
+    for done in recover(project):
+        print(f"git-keepsake: finished an earlier run's writes: {done.describe()}", file=sys.stderr)
+
+
+def _journal(write: Callable[[], None], what: Experiment | Checkpoint) -> None:
+    """Keep what recovery needs if this process dies before its writes are done; a failure
+    warns (or raises when strict)."""
+    try:
+        write()
+    except OSError as e:
+        kind = "experiment" if isinstance(what, Experiment) else "checkpoint"
+        message = f"could not journal {kind} {what.short_id()}: {e}"
+        if strict():
+            raise KeepsakeError(message) from e
+        warn(message + "; it is lost if this process is killed before it is written")
 
 
 def _stage(project: Project, object_id: str, files: list[str], kind: str, experiment_id: str):

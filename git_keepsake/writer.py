@@ -10,6 +10,7 @@ file 10,000 times, yet `flush()`/`stop()`/exit always leave it complete.
 from __future__ import annotations
 
 import atexit
+import fcntl
 import json
 import os
 import shutil
@@ -18,6 +19,7 @@ import threading
 import time
 import weakref
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,6 +41,36 @@ OUTAGE_RETRY_SECONDS = 30 * 60
 OUTAGE_MAX_DELAY = 10.0
 SLOW_FLUSH_NOTICE_SECONDS = 1.0
 JOB_FILE = "job.json"
+JOURNAL = "journal"  # in a session folder: <experiment id>/experiment.json and checkpoints
+EXPERIMENT_ENTRY = "experiment.json"
+CHECKPOINTS_ENTRY = "checkpoints.jsonl"
+LOCK_FILE = "lock"
+
+
+def lock_session(session: Path, create: bool = False) -> int | None:
+    """An exclusive lock on the session's lock file, held until this process ends (the kernel
+    lets go even on SIGKILL); None if another process holds it, or it is gone."""
+    try:
+        fd = os.open(session / LOCK_FILE, os.O_RDWR | (os.O_CREAT if create else 0), 0o644)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def discard_session(session: Path) -> None:
+    """Remove a session folder, which its lock holder may do: renamed away first, in one step,
+    so that nobody who locks it later finds it half-deleted."""
+    trash = session.with_name(f".discarded-{session.name}")
+    try:
+        os.replace(session, trash)
+    except OSError:
+        return
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def strict() -> bool:
@@ -65,6 +97,13 @@ class MetadataJob:
 
 
 @dataclass
+class RecoveryJob:
+    """Finish the writes of earlier runs of the project that ended first (recovery.py)."""
+
+    run: Callable[[], None]
+
+
+@dataclass
 class _Pending:
     jobs: deque = field(default_factory=deque)
     metadata_queued: dict = field(default_factory=dict)  # experiment id -> count of queued jobs
@@ -74,18 +113,81 @@ class _Pending:
 class Writer:
     """One background thread per project that writes everything to its repository, in order."""
 
-    def __init__(self, repository: Repository, staging_dir: Path):
+    def __init__(self, repository: Repository, staging_root: Path):
         self.repository = repository
-        self.staging_dir = staging_dir
+        self.staging_root = staging_root
+        self._session: Path | None = None
+        self._session_lock: int | None = None
+        self._journal_fds: dict[str, int] = {}  # experiment id -> its checkpoints, for append
         self._cond = threading.Condition()
         self._pending = _Pending()
         self._busy = False
         self._flushers = 0
         self._errors: list[KeepsakeError] = []
         self._last_warning = ""
+        self.failed = False  # some write gave up: the journal stays for recovery
         self._metadata_cost: dict[str, float] = {}
         self._thread: threading.Thread | None = None
         _live_writers.add(self)
+
+    # --- the journal: what this process staged, until it is written ---
+
+    @property
+    def session(self) -> Path | None:
+        """This process's staging folder, if it has made one yet."""
+        return self._session
+
+    @property
+    def staging_dir(self) -> Path:
+        """This process's own folder under staging_root, locked while the process lives: a
+        folder nobody holds the lock of belongs to a run that ended before its writes did, and
+        `recovery` finishes them."""
+        if self._session is None:
+            with self._cond:
+                if self._session is None:
+                    session = self.staging_root / f"{os.getpid()}-{os.urandom(4).hex()}"
+                    session.mkdir(parents=True)
+                    self._session_lock = lock_session(session, create=True)
+                    self._session = session
+        return self._session
+
+    def journal_experiment(self, experiment_id: str, head: str) -> None:
+        """The experiment's metadata without checkpoints, as of init()."""
+        folder = self.staging_dir / JOURNAL / experiment_id
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{EXPERIMENT_ENTRY}"
+        tmp.write_text(head)
+        os.replace(tmp, folder / EXPERIMENT_ENTRY)
+
+    def journal_checkpoint(self, experiment_id: str, text: str) -> None:
+        """One checkpoint's metadata, before checkpoint() returns: a line appended to the
+        experiment's CHECKPOINTS_ENTRY (JSON has no raw newlines but between tokens). A kill
+        mid-write leaves a last line that doesn't parse, which recovery skips."""
+        fd = self._journal_fds.get(experiment_id)
+        if fd is None:
+            path = self.staging_dir / JOURNAL / experiment_id / CHECKPOINTS_ENTRY
+            fd = self._journal_fds[experiment_id] = os.open(
+                path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644
+            )
+        os.write(fd, (text.replace("\n", " ") + "\n").encode())
+
+    def forget(self, experiment_id: str) -> None:
+        """Everything about the experiment is written: its journal goes."""
+        fd = self._journal_fds.pop(experiment_id, None)
+        if fd is not None:
+            os.close(fd)
+        if self._session is not None:
+            shutil.rmtree(self._session / JOURNAL / experiment_id, ignore_errors=True)
+
+    def close_session(self) -> None:
+        """At exit: the folder goes if nothing is left in it for recovery."""
+        session = self._session
+        if session is None or self.pending():
+            return
+        journal = session / JOURNAL
+        left = [p for p in session.iterdir() if p.name not in (LOCK_FILE, JOURNAL)]
+        if not left and not (journal.exists() and any(journal.iterdir())):
+            discard_session(session)
 
     # --- called by the training thread ---
 
@@ -198,6 +300,12 @@ class Writer:
                     self._cond.notify_all()
 
     def _do(self, job) -> None:
+        if isinstance(job, RecoveryJob):
+            try:
+                job.run()
+            except KeepsakeError as e:  # theirs, not this run's: its journal is not at stake
+                warn(f"could not finish an earlier run's writes: {e}; `git keepsake sync` retries")
+            return
         if isinstance(job, TarballJob):
             self._with_retries(
                 lambda: self._write_tarball(job), f"{job.kind[:-1]} {job.object_id[:7]}"
@@ -287,6 +395,7 @@ class Writer:
 
     def _fail(self, error: KeepsakeError) -> None:
         with self._cond:
+            self.failed = True
             self._errors.append(error)
             cause = str(error.__cause__ or error)  # the same refusal, whatever was written
             repeated = cause == self._last_warning
@@ -313,6 +422,7 @@ def flush_all(timeout: float | None = None) -> None:
     try:
         for writer in list(_live_writers):
             writer.flush(timeout)
+            writer.close_session()
     except KeyboardInterrupt:
         interrupted_at_exit()
 

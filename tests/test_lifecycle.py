@@ -38,7 +38,21 @@ def test_staging_is_cleaned_up_after_writes(git_project):
     experiment.checkpoint(path="model.pth", quiet=True)
     experiment.stop()
     staging = git_project / ".git" / "keepsake" / "staging"
-    assert staging.is_dir() and not any(staging.iterdir())
+    (session,) = staging.iterdir()  # this process's, locked until it exits
+    assert sorted(p.name for p in session.iterdir()) == ["journal", "lock"]
+    assert not any((session / "journal").iterdir())  # all written: nothing to recover
+
+
+def test_staging_is_gone_after_exit(git_project):
+    (git_project / "model.pth").write_bytes(b"w")
+    code = (
+        "import git_keepsake as keepsake\n"
+        "e = keepsake.init(path='train.py')\n"
+        "e.checkpoint(path='model.pth', quiet=True)\n"
+    )
+    result = run_script(code, git_project)
+    assert result.returncode == 0, result.stderr
+    assert not any((git_project / ".git" / "keepsake" / "staging").iterdir())
 
 
 def test_repository_is_kept_out_of_git(git_project):
