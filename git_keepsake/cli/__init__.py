@@ -81,9 +81,10 @@ def cli(ctx, repository, project_directory, verbose, color):
 
 
 def _register() -> None:
-    from . import checkout, diff, ls, rm, show, sync
+    from . import checkout, diff, ls, rm, share, show, sync
 
-    for command in (ls.ls, ls.ps, show.show, diff.diff, checkout.checkout, rm.rm, sync.sync):
+    commands = (ls.ls, ls.ps, show.show, diff.diff, checkout.checkout, rm.rm)
+    for command in (*commands, share.push, share.pull, sync.sync):
         cli.add_command(add_common_options(command))
 
 

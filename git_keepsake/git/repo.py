@@ -352,6 +352,41 @@ class GitRepo:
             ref = self.repo.references.get(METADATA_REFS + experiment_id)
             return str(ref.target) if ref is not None else None
 
+    @_git_errors
+    def ref_target(self, name: str) -> str | None:
+        with self._lock:
+            ref = self.repo.references.get(name)
+            return str(ref.target) if ref is not None else None
+
+    @_git_errors
+    def adopt_fetched(self, prefix: str) -> tuple[int, int]:
+        """Bring refs fetched under `prefix` + "keepsake/" into refs/keepsake/: a ref missing here
+        is created; a metadata ref that differs takes the newer commit (an experiment has one
+        writer, so its metadata only moves forward); a snapshot ref, written once, is kept.
+        Returns how many experiments are new here, and how many moved forward."""
+        source = prefix + "keepsake/"
+        created = updated = 0
+        with self._lock:
+            fetched = [r for r in self.repo.references if r.startswith(source)]
+            for name in fetched:
+                local = "refs/keepsake/" + name[len(source) :]
+                theirs = self.repo.references[name].target
+                ours = self.repo.references.get(local)
+                try:
+                    if ours is None:
+                        self._create_ref(local, theirs)
+                        created += local.startswith(METADATA_REFS)
+                    elif (
+                        ours.target != theirs
+                        and local.startswith(METADATA_REFS)
+                        and self.repo[theirs].commit_time > self.repo[ours.target].commit_time
+                    ):
+                        self._swap_ref(local, theirs, str(ours.target))
+                        updated += 1
+                except RefMoved:
+                    continue  # a run here moved it meanwhile: ours is the newer
+        return created, updated
+
     def rebuild_notes(self, lines_by_commit: dict[str, list[str]]) -> None:
         from . import notes
 

@@ -1,0 +1,52 @@
+"""`git keepsake push` and `git keepsake pull`: share experiments through a git remote."""
+
+from __future__ import annotations
+
+import click
+
+from .app import App
+
+
+@click.command()
+@click.argument("remote", default="origin")
+@click.pass_obj
+def push(app: App, remote):
+    """Push experiments to a git remote (default: origin): first finish the uploads of runs
+    that ended early, so the weights a pushed experiment names are in storage, then push
+    refs/keepsake/* and the notes. The pre-push hook does this on every `git push`.
+
+    \b
+    Example:
+        git keepsake push
+        git keepsake push upstream
+    """
+    from ..sharing import push as push_experiments
+
+    pushed = push_experiments(app.project, remote)
+    for recovered in pushed.recovered:
+        click.echo(f"recovered {recovered.describe()}")
+    if pushed.upload_problem:
+        click.echo(
+            f"warning: some runs' uploads are not finished ({pushed.upload_problem}); their "
+            "newest checkpoints go with the next push",
+            err=True,
+        )
+    click.echo(f"pushed {pushed.experiments} experiment(s) to {remote}")
+
+
+@click.command()
+@click.argument("remote", default="origin")
+@click.pass_obj
+def pull(app: App, remote):
+    """Fetch experiments from a git remote (default: origin) and merge them with the ones here;
+    the notes on commits are rebuilt, never left in conflict.
+
+    \b
+    Example:
+        git keepsake pull
+        git keepsake ls
+    """
+    from ..sharing import pull as pull_experiments
+
+    pulled = pull_experiments(app.project, remote)
+    click.echo(f"from {remote}: {pulled.created} new experiment(s), {pulled.updated} updated")

@@ -1,0 +1,66 @@
+"""Fetching and pushing keepsake refs through the `git` binary: it has the user's credentials and
+ssh config, and it takes glob refspecs (pygit2 pushes neither globs nor with a lease).
+
+A remote's refs are fetched into a namespace of their own, `refs/keepsake-fetched/<remote>/`,
+never straight onto `refs/keepsake/*`: a forced fetch there would set a local run's metadata
+back to what was last pushed, and `--prune` would delete unpushed experiments (DESIGN.md 2.2).
+`sharing.py` merges them from there.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from .notes import NOTES_REF
+from .repo import GitError
+
+FETCHED = "refs/keepsake-fetched/"
+# Set while keepsake runs git, so that the pre-push hook, if git runs it, does nothing.
+GUARD = "GIT_KEEPSAKE_PUSHING"
+
+
+def fetched_prefix(remote: str) -> str:
+    return f"{FETCHED}{remote}/"
+
+
+def fetch(work_dir: Path, remote: str) -> None:
+    """The remote's refs/keepsake/* and notes, into fetched_prefix(remote) (pruned there)."""
+    into = fetched_prefix(remote)
+    _git(
+        work_dir,
+        "fetch",
+        "--quiet",
+        "--no-tags",
+        "--prune",
+        remote,
+        f"+refs/keepsake/*:{into}keepsake/*",
+        f"+{NOTES_REF}*:{into}notes/keepsake*",  # a glob: no error when there are no notes
+    )
+
+
+def push(work_dir: Path, remote: str, notes_lease: str | None, push_notes: bool) -> None:
+    """Every refs/keepsake/* ref (forced: each is owned by the one process that records it),
+    and the notes if `push_notes`, only if the remote's still point at `notes_lease` (None:
+    it has none), since the notes are shared by everyone who pushes."""
+    args = ["push", "--quiet", "--no-verify", remote, "+refs/keepsake/*:refs/keepsake/*"]
+    if push_notes:
+        args[3:3] = [f"--force-with-lease={NOTES_REF}:{notes_lease or ''}"]
+        args.append(f"{NOTES_REF}:{NOTES_REF}")
+    _git(work_dir, *args)
+
+
+def _git(work_dir: Path, *args: str) -> str:
+    env = {**os.environ, GUARD: "1", "GIT_TERMINAL_PROMPT": "0"}
+    try:
+        result = subprocess.run(
+            ["git", *args], cwd=work_dir, env=env, capture_output=True, text=True, check=False
+        )
+    except OSError as e:
+        raise GitError(f"could not run git: {e}", hint="install git, and put it on PATH") from e
+    if result.returncode != 0:
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        detail = lines[-1] if lines else f"exit code {result.returncode}"
+        raise GitError(f"git {args[0]} failed: {detail.removeprefix('fatal: ')}")
+    return result.stdout

@@ -1,0 +1,87 @@
+"""Sharing experiments through a git remote: `git keepsake pull` and `git keepsake push`.
+
+Pull fetches the remote's keepsake refs aside and merges them (git/remote.py, GitRepo.
+adopt_fetched), then rebuilds the notes from the refs: the notes are only a view of the refs,
+so a notes conflict is settled by rebuilding, never by asking. Push first finishes the uploads
+of runs that ended early (recovery.py), so a pushed ref's blobs are in storage (invariant 3),
+then pulls, so that the rebuilt notes hold the remote's lines too, then pushes the refs, and
+the notes with a lease: if someone pushed notes meanwhile, it pulls and tries again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .errors import ConfigError, KeepsakeError
+from .git import remote as git_remote
+from .git.notes import NOTES_REF
+from .git.refs import METADATA_REFS
+
+if TYPE_CHECKING:
+    from .git.repo import GitRepo
+    from .project import Project
+    from .recovery import Recovered
+
+PUSH_ATTEMPTS = 3
+
+
+@dataclass
+class Pulled:
+    created: int  # experiments new here
+    updated: int  # experiments whose metadata moved forward
+
+
+@dataclass
+class Pushed:
+    experiments: int  # experiments in git here, now on the remote too
+    recovered: list[Recovered] = field(default_factory=list)
+    upload_problem: str | None = None  # why some runs' uploads could not be finished
+
+
+def pull(project: Project, remote: str) -> Pulled:
+    git = _git(project, remote)
+    git_remote.fetch(project.directory, remote)
+    created, updated = git.adopt_fetched(git_remote.fetched_prefix(remote))
+    project.catalog.rebuild_notes()
+    return Pulled(created, updated)
+
+
+def push(project: Project, remote: str) -> Pushed:
+    from .recovery import recover
+
+    git = _git(project, remote)
+    pushed = Pushed(0)
+    try:
+        pushed.recovered = recover(project)
+    except KeepsakeError as e:  # the refs stay safe to push: metadata names stored blobs only
+        pushed.upload_problem = e.message
+    for attempt in range(1, PUSH_ATTEMPTS + 1):
+        pull(project, remote)
+        lease = git.ref_target(git_remote.fetched_prefix(remote) + "notes/keepsake")
+        try:
+            git_remote.push(
+                project.directory, remote, lease, push_notes=git.ref_target(NOTES_REF) is not None
+            )
+            break
+        except KeepsakeError as e:
+            if "stale info" not in e.message or attempt == PUSH_ATTEMPTS:
+                raise  # not a race with another pusher's notes
+    pushed.experiments = sum(1 for r in git.repo.references if r.startswith(METADATA_REFS))
+    return pushed
+
+
+def _git(project: Project, remote: str) -> GitRepo:
+    git = project.git
+    if git is None:
+        raise ConfigError(
+            f"{project.directory} is not in a git repository",
+            hint="experiments are shared through git; outside git, share the repository URL",
+        )
+    if remote not in git.repo.remotes.names():
+        known = ", ".join(git.repo.remotes.names()) or "none"
+        raise ConfigError(
+            f"there is no git remote {remote!r} (remotes: {known})",
+            hint=f"add one with `git remote add {remote} URL`, or name another",
+        )
+    return git
