@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .repository import tarball_key
+from .repository import Repository, tarball_key
+from .storage import open_storage
 from .tarball import write_tarball
 from .writer import (
     CHECKPOINTS_ENTRY,
@@ -73,8 +74,14 @@ def recover(project: Project) -> list[Recovered]:
 
 
 def _recover_session(project: Project, session: Path) -> list[Recovered]:
-    repository = project.repository
-    repository.ensure_created()
+    journal = session / JOURNAL
+    heads = {}  # experiment id -> its journaled metadata, as of init()
+    for folder in sorted(journal.iterdir()) if journal.is_dir() else ():
+        try:
+            heads[folder.name] = json.loads((folder / EXPERIMENT_ENTRY).read_text())
+        except (OSError, ValueError):
+            continue  # killed inside init(): it never returned
+    repositories = _Repositories(project)
     uploaded: dict[str, str] = {}  # object id -> what, uploaded now
     lost: dict[str, str] = {}
     for staged in sorted(session.iterdir()):
@@ -90,6 +97,8 @@ def _recover_session(project: Project, session: Path) -> list[Recovered]:
             lost[job["id"]] = what
             continue
         object_id = job["id"]
+        repository = repositories.of(heads.get(job["experiment_id"]))
+        repository.ensure_created()
         repository.storage.put_stream(
             tarball_key(job["kind"], object_id),
             lambda out, top=object_id, files=files: write_tarball(out, top, files),
@@ -97,25 +106,41 @@ def _recover_session(project: Project, session: Path) -> list[Recovered]:
         )
         uploaded[object_id] = what
         shutil.rmtree(staged, ignore_errors=True)
+    return [
+        _write_experiment(project, repositories.of(data), journal / key, data, uploaded, lost)
+        for key, data in heads.items()
+    ]
 
-    out = []
-    journal = session / JOURNAL
-    for folder in sorted(journal.iterdir()) if journal.is_dir() else ():
-        done = _write_experiment(project, folder, uploaded, lost)
-        if done is not None:
-            out.append(done)
-    return out
+
+class _Repositories:
+    """The repository each experiment was recorded into, as its metadata says: a session
+    recovered from the repository root (the pre-push hook) may belong to a project in a
+    subfolder with a keepsake.yaml of its own."""
+
+    def __init__(self, project: Project):
+        self._project = project
+        self._open: dict[str, Repository] = {}
+
+    def of(self, head: dict | None) -> Repository:
+        url = ((head or {}).get("config") or {}).get("repository")
+        project = self._project
+        if not url or url == project.repository.url:
+            return project.repository
+        if url not in self._open:
+            self._open[url] = Repository(open_storage(url, project.directory))
+        return self._open[url]
 
 
 def _write_experiment(
-    project: Project, folder: Path, uploaded: dict[str, str], lost: dict[str, str]
-) -> Recovered | None:
+    project: Project,
+    repository: Repository,
+    folder: Path,
+    data: dict,
+    uploaded: dict[str, str],
+    lost: dict[str, str],
+) -> Recovered:
     from .experiment import Experiment
 
-    try:
-        data = json.loads((folder / EXPERIMENT_ENTRY).read_text())
-    except (OSError, ValueError):
-        return None  # killed inside init(): it never returned
     checkpoints = []
     try:
         lines = (folder / CHECKPOINTS_ENTRY).read_text().splitlines()
@@ -132,14 +157,14 @@ def _write_experiment(
     experiment = Experiment.from_json(project, {**data, "checkpoints": checkpoints or None})
     ids = {experiment.id, *(c["id"] for c in checkpoints)}
     text = experiment._stored_json()
-    project.repository.write_experiment(experiment.id, text)
+    repository.write_experiment(experiment.id, text)
     git, info = project.git, data.get("git") or {}
     if git is not None and info.get("snapshot"):
         experiment._git = git
         experiment._git_metadata = git.metadata_ref(experiment.id)
         experiment._note_due = True
         experiment._record_in_git(text)
-    project.repository.delete_heartbeat(experiment.id)  # it is not running
+    repository.delete_heartbeat(experiment.id)  # it is not running
     return Recovered(
         experiment.id,
         checkpoints=len(checkpoints),

@@ -78,7 +78,8 @@ def _git(project: Project, remote: str) -> GitRepo:
             f"{project.directory} is not in a git repository",
             hint="experiments are shared through git; outside git, share the repository URL",
         )
-    if remote not in git.repo.remotes.names():
+    is_url = "/" in remote or ":" in remote  # `git push URL` names no remote
+    if not is_url and remote not in git.repo.remotes.names():
         known = ", ".join(git.repo.remotes.names()) or "none"
         raise ConfigError(
             f"there is no git remote {remote!r} (remotes: {known})",

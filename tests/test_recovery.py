@@ -129,3 +129,18 @@ def test_outside_git_the_journal_is_in_the_cache(project, monkeypatch, tmp_path)
     experiment_id, _ = killed_run(project)
     assert f"experiment {experiment_id[:7]}: 3 checkpoint(s)" in recover_by("sync", project)
     assert len(keepsake.experiments.get(experiment_id).checkpoints) == 3
+
+
+def test_recovered_from_the_root_into_a_subfolder_projects_repository(git_project):
+    """The pre-push hook runs at the repository root: a run of a project in a subfolder (its
+    own keepsake.yaml) goes back to that project's repository, not the root's default."""
+    sub = git_project / "vision"
+    sub.mkdir()
+    (sub / "keepsake.yaml").write_text('repository: "file://runs"\n')
+    (sub / "train.py").write_text("print('train')\n")
+    experiment_id, checkpoint_id = killed_run(sub)
+    assert f"experiment {experiment_id[:7]}" in recover_by("sync", git_project)
+    assert (sub / "runs" / "checkpoints" / f"{checkpoint_id}.tar.gz").is_file()
+    assert not (git_project / ".keepsake").exists()
+    found = keepsake.Project(directory=sub).experiments.get(experiment_id)
+    assert found.checkpoints[1].open("model.pth").read() == b"weights 2"

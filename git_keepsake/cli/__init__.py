@@ -84,7 +84,7 @@ def _register() -> None:
     from . import checkout, diff, ls, rm, share, show, sync
 
     commands = (ls.ls, ls.ps, show.show, diff.diff, checkout.checkout, rm.rm)
-    for command in (*commands, share.push, share.pull, sync.sync):
+    for command in (*commands, share.push, share.pull, sync.sync, share.install, share.uninstall):
         cli.add_command(add_common_options(command))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -31,6 +32,10 @@ class App:
         if color is None:
             color = "NO_COLOR" not in os.environ and sys.stdout.isatty()
         self.color = color
+
+    def work_dir(self) -> Path:
+        """Where git commands run: -D if given, else here."""
+        return Path(self.project_directory or ".").resolve()
 
     @cached_property
     def project(self) -> Project:

@@ -50,3 +50,34 @@ def pull(app: App, remote):
 
     pulled = pull_experiments(app.project, remote)
     click.echo(f"from {remote}: {pulled.created} new experiment(s), {pulled.updated} updated")
+
+
+@click.command()
+@click.option("--force", is_flag=True, help="Replace another tool's pre-push hook.")
+@click.pass_obj
+def install(app: App, force):
+    """Install the pre-push hook: every `git push` then pushes your experiments too, after
+    finishing any unfinished uploads. A pre-push hook already there keeps running first.
+
+    \b
+    Example:
+        git keepsake install
+        GIT_KEEPSAKE_SKIP_PUSH=1 git push    # once without experiments
+    """
+    from ..hook import install as install_hook
+
+    click.echo(install_hook(app.work_dir(), force))
+
+
+@click.command()
+@click.pass_obj
+def uninstall(app: App):
+    """Remove the pre-push hook, putting back the one that was there before.
+
+    \b
+    Example:
+        git keepsake uninstall
+    """
+    from ..hook import uninstall as uninstall_hook
+
+    click.echo(uninstall_hook(app.work_dir()))

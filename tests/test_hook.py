@@ -1,0 +1,214 @@
+"""The pre-push hook: install/uninstall beside other tools' hooks, and real `git push`es to a
+bare remote with it in place."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import GIT_KEEPSAKE, git
+from tests.test_sharing import keepsake, team, train  # noqa: F401 (team is a fixture)
+
+FOREIGN = """#!/bin/sh
+# another tool's hook: records what it was given
+echo "args: $*" > "$(dirname "$0")/../legacy-ran"
+cat >> "$(dirname "$0")/../legacy-ran"
+exit ${LEGACY_EXIT:-0}
+"""
+
+
+@pytest.fixture
+def repo(tmp_path):
+    git("init", "-q", "-b", "main", str(tmp_path / "repo"), cwd=tmp_path)
+    return tmp_path / "repo"
+
+
+def hooks(repo):
+    return repo / ".git" / "hooks"
+
+
+def put_foreign(repo) -> None:
+    """Another tool's hook, as git would run it: executable."""
+    hooks(repo).mkdir(parents=True, exist_ok=True)
+    (hooks(repo) / "pre-push").write_text(FOREIGN)
+    (hooks(repo) / "pre-push").chmod(0o755)
+
+
+def test_install_into_a_fresh_repository(repo):
+    assert "installed" in keepsake("install", cwd=repo).stdout
+    hook = hooks(repo) / "pre-push"
+    text = hook.read_text()
+    assert "# git-keepsake pre-push hook, version 1" in text
+    python = re.search(r"^PYTHON='([^']+)'", text, re.MULTILINE).group(1)
+    assert Path(python).resolve() == Path(sys.executable).resolve()  # no venv activation
+    assert os.access(hook, os.X_OK)
+    assert not (hooks(repo) / "pre-push.legacy").exists()
+    assert "upgraded" in keepsake("install", cwd=repo).stdout  # again: in place
+
+
+def test_a_foreign_hook_is_kept_and_restored(repo):
+    put_foreign(repo)
+    assert "runs first, as pre-push.legacy" in keepsake("install", cwd=repo).stdout
+    assert (hooks(repo) / "pre-push.legacy").read_text() == FOREIGN
+    assert "the one that was there before" in keepsake("uninstall", cwd=repo).stdout
+    assert (hooks(repo) / "pre-push").read_text() == FOREIGN
+    assert not (hooks(repo) / "pre-push.legacy").exists()
+
+
+def test_force_replaces_a_foreign_hook(repo):
+    put_foreign(repo)
+    keepsake("install", "--force", cwd=repo)
+    assert "git-keepsake pre-push hook" in (hooks(repo) / "pre-push").read_text()
+    assert not (hooks(repo) / "pre-push.legacy").exists()
+
+
+def test_an_older_version_of_ours_is_upgraded(repo):
+    hooks(repo).mkdir(parents=True, exist_ok=True)
+    (hooks(repo) / "pre-push").write_text("#!/bin/sh\n# git-keepsake pre-push hook, version 0\n")
+    assert "upgraded" in keepsake("install", cwd=repo).stdout
+    assert "version 1" in (hooks(repo) / "pre-push").read_text()
+    assert not (hooks(repo) / "pre-push.legacy").exists()
+
+
+def test_core_hooks_path_is_followed(repo):
+    git("config", "core.hooksPath", "team-hooks", cwd=repo)
+    keepsake("install", cwd=repo)
+    assert "git-keepsake" in (repo / "team-hooks" / "pre-push").read_text()
+    assert not (hooks(repo) / "pre-push").exists()
+    keepsake("uninstall", cwd=repo)
+    assert not (repo / "team-hooks" / "pre-push").exists()
+
+
+def test_bad_inputs_are_one_clear_line(repo, tmp_path):
+    put_foreign(repo)
+    done = keepsake("uninstall", cwd=repo, ok=False)
+    assert done.returncode == 1 and "is not git-keepsake's hook: left alone" in done.stderr
+    (hooks(repo) / "pre-push.legacy").write_text(FOREIGN)
+    done = keepsake("install", cwd=repo, ok=False)
+    assert done.returncode == 1 and "pre-push.legacy is taken already" in done.stderr
+    outside = tmp_path / "not-git"
+    outside.mkdir()
+    done = keepsake("install", cwd=outside, ok=False)
+    assert done.returncode == 1 and "is not in a git repository" in done.stderr
+
+
+# --- git push with the hook ---
+
+
+def remote_refs(remote) -> list[str]:
+    return git("for-each-ref", "--format=%(refname)", "refs/keepsake", cwd=remote).split()
+
+
+def commit_and_push(clone, *push_args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    (clone / "notes.txt").write_text(str(os.urandom(4)))
+    git("add", "notes.txt", cwd=clone)
+    git("commit", "-q", "-m", "more", cwd=clone)
+    return subprocess.run(
+        ["git", "push", "-q", "origin", *(push_args or ["main"])],
+        cwd=clone,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+    )
+
+
+def test_git_push_pushes_experiments_after_the_legacy_hook(team):  # noqa: F811
+    a, b, remote = team
+    put_foreign(a)
+    keepsake("install", cwd=a)
+    experiment_id = train(a, 0.1)
+    pushed = commit_and_push(a)
+    assert pushed.returncode == 0, pushed.stderr
+    assert "git-keepsake: pushed 1 experiment(s) to origin" in pushed.stderr
+    assert f"refs/keepsake/metadata/{experiment_id}" in remote_refs(remote)
+    ran = (a / ".git" / "legacy-ran").read_text().splitlines()
+    assert ran[0] == f"args: origin {remote}"
+    head = git("rev-parse", "HEAD", cwd=a).strip()
+    assert ran[1].split() == ["refs/heads/main", head, "refs/heads/main", ran[1].split()[3]]
+
+    keepsake("pull", cwd=b)  # and the teammate has it
+    assert experiment_id[:7] in keepsake("ls", cwd=b).stdout
+
+
+def test_the_legacy_hook_can_still_stop_a_push(team):  # noqa: F811
+    a, _, remote = team
+    put_foreign(a)
+    keepsake("install", cwd=a)
+    train(a, 0.1)
+    pushed = commit_and_push(a, env={"LEGACY_EXIT": "1"})
+    assert pushed.returncode != 0
+    assert remote_refs(remote) == []
+
+
+@pytest.mark.parametrize("how", ["skip", "delete"])
+def test_nothing_is_pushed_when_skipped_or_deleting_a_branch(team, how):  # noqa: F811
+    a, _, remote = team
+    git("push", "-q", "origin", "main:feature", cwd=a)
+    keepsake("install", cwd=a)
+    train(a, 0.1)
+    if how == "skip":
+        pushed = commit_and_push(a, env={"GIT_KEEPSAKE_SKIP_PUSH": "1"})
+    else:
+        pushed = subprocess.run(
+            ["git", "push", "-q", "origin", "--delete", "feature"],
+            cwd=a,
+            capture_output=True,
+            text=True,
+        )
+    assert pushed.returncode == 0, pushed.stderr
+    assert "git-keepsake" not in pushed.stderr
+    assert remote_refs(remote) == []
+
+
+def test_storage_down_says_so_and_the_branch_push_goes_on(team, monkeypatch):  # noqa: F811
+    a, _, remote = team
+    keepsake("install", cwd=a)
+    train(a, 0.1)
+    (a / "keepsake.yaml").write_text('repository: "s3://team-bucket"\n')
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
+    pushed = commit_and_push(a)
+    assert pushed.returncode == 0, pushed.stderr
+    assert git("rev-parse", "main", cwd=remote) == git("rev-parse", "main", cwd=a)
+    lines = [line for line in pushed.stderr.splitlines() if line.startswith("git-keepsake:")]
+    assert "experiments were not pushed to origin: cannot reach s3://team-bucket" in lines[0]
+    assert lines[1] == (
+        "git-keepsake: your branch push goes on; to retry: git keepsake push origin"
+    )
+    assert "Traceback" not in pushed.stderr
+
+
+def test_the_hook_ships_with_the_package():
+    """A non-editable install has it too: it is package data, read through importlib."""
+    from importlib import resources
+
+    text = resources.files("git_keepsake").joinpath("hooks", "pre-push").read_text()
+    assert text.startswith("#!/bin/sh\n# git-keepsake pre-push hook, version 1\n")
+    assert GIT_KEEPSAKE  # the console script the tests use is the installed one
+
+
+def test_the_hook_finishes_a_killed_runs_uploads_before_pushing(team):  # noqa: F811
+    """The third way a killed run is recovered (test_recovery.py has init() and sync)."""
+    from tests.conftest import run_script
+    from tests.test_recovery import KILLED
+
+    a, b, remote = team
+    keepsake("install", cwd=a)
+    killed = run_script(KILLED, a)
+    experiment_id, checkpoint_id = killed.stdout.split()
+    pushed = commit_and_push(a)
+    assert pushed.returncode == 0, pushed.stderr
+    assert f"finished an earlier run's writes: experiment {experiment_id[:7]}" in pushed.stderr
+    assert f"refs/keepsake/metadata/{experiment_id}" in remote_refs(remote)
+
+    keepsake("pull", cwd=b)
+    out = b / "restored"
+    keepsake("checkout", checkpoint_id[:7], "-o", str(out), "-f", cwd=b)
+    assert (out / "model.pth").read_bytes() == b"weights 2"
