@@ -145,9 +145,14 @@ class Writer:
         if self._session is None:
             with self._cond:
                 if self._session is None:
-                    session = self.staging_root / f"{os.getpid()}-{os.urandom(4).hex()}"
-                    session.mkdir(parents=True)
-                    self._session_lock = lock_session(session, create=True)
+                    name = f"{os.getpid()}-{os.urandom(4).hex()}"
+                    # Made under a dot name (which recovery skips), locked, then renamed: no
+                    # one ever sees it unlocked and takes it for an orphan.
+                    making = self.staging_root / f".new-{name}"
+                    making.mkdir(parents=True)
+                    self._session_lock = lock_session(making, create=True)
+                    session = self.staging_root / name
+                    os.replace(making, session)
                     self._session = session
         return self._session
 

@@ -144,3 +144,47 @@ def test_recovered_from_the_root_into_a_subfolder_projects_repository(git_projec
     assert not (git_project / ".keepsake").exists()
     found = keepsake.Project(directory=sub).experiments.get(experiment_id)
     assert found.checkpoints[1].open("model.pth").read() == b"weights 2"
+
+
+def test_sync_brings_a_keepsake_repository_into_git(fixture_project):
+    """Keepsake 0.4.2 wrote these experiments with no git at all: sync gives each a snapshot
+    commit from its tarball and a metadata ref, and leaves Keepsake's files as they were."""
+    import json
+
+    from tests.conftest import git
+
+    git("init", "-q", "-b", "main", cwd=fixture_project)
+    storage = fixture_project / ".keepsake"
+    before = {p: p.read_bytes() for p in storage.rglob("*") if p.is_file()}
+    listed = subprocess.run(
+        [GIT_KEEPSAKE, "ls", "--json"], cwd=fixture_project, capture_output=True, text=True
+    )
+    ids = sorted(e["id"] for e in json.loads(listed.stdout))
+    with_code = {p.name.split(".")[0] for p in (storage / "experiments").iterdir()}
+
+    output = recover_by("sync", fixture_project)
+    assert f"brought {len(ids)} experiment(s) from storage into git" in output
+    for experiment_id in ids:
+        meta = git(
+            "show",
+            f"refs/keepsake/metadata/{experiment_id}:.keepsake/experiment.json",
+            cwd=fixture_project,
+        )
+        snapshot = json.loads(meta)["git"]["snapshot"]
+        assert (
+            git(
+                "rev-parse", f"refs/keepsake/experiments/{experiment_id}", cwd=fixture_project
+            ).strip()
+            == snapshot
+        )
+        tree = git("ls-tree", "-r", "--name-only", snapshot, cwd=fixture_project).split()
+        assert ("train.py" in tree) == (experiment_id in with_code)
+    assert {p: p.read_bytes() for p in storage.rglob("*") if p.is_file()} == before
+    diff = subprocess.run(
+        [GIT_KEEPSAKE, "diff", ids[0], ids[1]],
+        cwd=fixture_project,
+        capture_output=True,
+        text=True,
+    )
+    assert diff.returncode == 0 and "not compared" not in diff.stdout
+    assert "git has every experiment" in recover_by("sync", fixture_project)  # idempotent

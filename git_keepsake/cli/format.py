@@ -106,8 +106,8 @@ def checkpoint_cell(checkpoint: Checkpoint | None, cache: dict[str, str] | None 
 
 def commit_cell(info: dict[str, Any] | None) -> str:
     """`a1b2c3d main` (`*` when there were uncommitted changes) for an ls column."""
-    if not info:
-        return ""
+    if not info or (info.get("imported") and not info.get("commit")):
+        return ""  # recorded outside git: there is no commit to name
     commit = (info.get("commit") or "")[:7] or "(none)"
     dirty = "*" if info.get("dirty") else ""
     branch = info.get("branch") or "(detached)"

@@ -73,6 +73,10 @@ def experiment_sections(app: App, experiment: Experiment, with_id: bool = False)
         if git.get("dirty"):
             state.append("with uncommitted changes")
         pairs = [("Commit", f"{head} ({', '.join(state)})")]
+        if git.get("imported") and not git.get("commit"):
+            pairs = [
+                ("Commit", "(recorded outside git; `sync` made the snapshot from its tarball)")
+            ]
         pairs.append(("Snapshot", git.get("snapshot") or ""))
         if git.get("remote"):
             pairs.append(("Remote", git["remote"]))

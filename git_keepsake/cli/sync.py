@@ -1,4 +1,4 @@
-"""`git keepsake sync`: finish what earlier runs of the project left unwritten."""
+"""`git keepsake sync`: reconcile git and blob storage, both ways."""
 
 from __future__ import annotations
 
@@ -10,19 +10,29 @@ from .app import App
 @click.command()
 @click.pass_obj
 def sync(app: App):
-    """Finish the writes of runs that ended before their checkpoints were stored (killed,
-    crashed, or out of network): upload their staged files, then record their metadata in
-    blob storage and git. Runs still going are left alone.
+    """Reconcile git and blob storage. Runs that ended before their checkpoints were stored
+    (killed, crashed, out of network) have their staged files uploaded and their metadata
+    written; runs still going are left alone. Experiments in storage but not in git (recorded
+    elsewhere, or by Keepsake 0.4.2) get git refs: a snapshot commit made from their tarball,
+    and their metadata.
 
     \b
     Example:
         git keepsake sync
     """
+    from ..adopt import adopt
     from ..recovery import recover
 
     project = app.project
-    done = recover(project)
-    for recovered in done:
-        click.echo(f"recovered {recovered.describe()}")
-    if not done:
-        click.echo(f"nothing to recover: no unfinished runs of {project.directory}")
+    recovered = recover(project)
+    for done in recovered:
+        click.echo(f"recovered {done.describe()}")
+    adopted = adopt(project)
+    if adopted:
+        shown = ", ".join(i[:7] for i in adopted)
+        click.echo(f"brought {len(adopted)} experiment(s) from storage into git: {shown}")
+    if not recovered and not adopted:
+        click.echo(
+            "nothing to recover: no unfinished runs"
+            + (", and git has every experiment in storage" if project.git else "")
+        )

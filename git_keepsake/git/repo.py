@@ -28,6 +28,7 @@ import os
 import stat
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -207,6 +208,31 @@ class GitRepo:
             )
             self._create_ref(EXPERIMENTS_REFS + experiment_id, commit)
             return Snapshot(str(commit), head, branch, dirty, left_out)
+
+    @_git_errors
+    def import_snapshot(
+        self,
+        experiment_id: str,
+        files: Iterable[tuple[str, bytes, bool]],
+        parent: str | None,
+        message: str,
+        when: float,
+    ) -> str:
+        """A snapshot commit for an experiment recorded without this repository (elsewhere, or
+        by Keepsake), from its tarball's files: (project-relative path, bytes, executable).
+        Its tree holds those files alone; its parent is `parent` (None: a root commit)."""
+        with self._lock:
+            repo = self.repo
+            tree_index = pygit2.Index()
+            for rel, data, executable in files:
+                mode = _EXECUTABLE if executable else _FILE
+                tree_index.add(pygit2.IndexEntry(self.prefix + rel, repo.create_blob(data), mode))
+            signature = self.signature(when)
+            parents = [pygit2.Oid(hex=parent)] if parent else []
+            tree = tree_index.write_tree(repo)
+            commit = repo.create_commit(None, signature, signature, message, tree, parents)
+            self._create_ref(EXPERIMENTS_REFS + experiment_id, commit)
+            return str(commit)
 
     def _entry(
         self, path: str, tracked: pygit2.IndexEntry | None, flags: int, max_file_size: int
