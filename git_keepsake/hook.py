@@ -119,6 +119,8 @@ def pre_push(remote: str, url: str) -> None:
             f"some runs' uploads are not finished ({pushed.upload_problem}); their newest "
             "checkpoints go with the next push"
         )
+    if pushed.notes_problem:
+        say(f"notes on commits not pushed ({pushed.notes_problem}); they go with the next push")
     say(f"pushed {pushed.experiments} experiment(s) to {remote}")
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .errors import ConfigError, KeepsakeError
+from .errors import ConfigError, KeepsakeError, StorageError
 from .git import remote as git_remote
 from .git.notes import NOTES_REF
 from .git.refs import METADATA_REFS
@@ -30,6 +30,7 @@ PUSH_ATTEMPTS = 3
 class Pulled:
     created: int  # experiments new here
     updated: int  # experiments whose metadata moved forward
+    notes_problem: str | None = None  # why the notes could not be rebuilt (storage down)
 
 
 @dataclass
@@ -37,14 +38,19 @@ class Pushed:
     experiments: int  # experiments in git here, now on the remote too
     recovered: list[Recovered] = field(default_factory=list)
     upload_problem: str | None = None  # why some runs' uploads could not be finished
+    notes_problem: str | None = None  # why the notes were not pushed
 
 
 def pull(project: Project, remote: str) -> Pulled:
     git = _git(project, remote)
     git_remote.fetch(project.directory, remote)
     created, updated = git.adopt_fetched(git_remote.fetched_prefix(remote))
-    project.catalog.rebuild_notes()
-    return Pulled(created, updated)
+    pulled = Pulled(created, updated)
+    try:
+        project.catalog.rebuild_notes()  # the listing it needs reads blob storage too
+    except StorageError as e:
+        pulled.notes_problem = e.message
+    return pulled
 
 
 def push(project: Project, remote: str) -> Pushed:
@@ -57,12 +63,12 @@ def push(project: Project, remote: str) -> Pushed:
     except KeepsakeError as e:  # the refs stay safe to push: metadata names stored blobs only
         pushed.upload_problem = e.message
     for attempt in range(1, PUSH_ATTEMPTS + 1):
-        pull(project, remote)
+        pulled = pull(project, remote)
+        pushed.notes_problem = pulled.notes_problem  # then the refs go, the notes next time
         lease = git.ref_target(git_remote.fetched_prefix(remote) + "notes/keepsake")
+        notes = not pulled.notes_problem and git.ref_target(NOTES_REF) is not None
         try:
-            git_remote.push(
-                project.directory, remote, lease, push_notes=git.ref_target(NOTES_REF) is not None
-            )
+            git_remote.push(project.directory, remote, lease, push_notes=notes)
             break
         except KeepsakeError as e:
             if "stale info" not in e.message or attempt == PUSH_ATTEMPTS:

@@ -31,6 +31,12 @@ def push(app: App, remote):
             "newest checkpoints go with the next push",
             err=True,
         )
+    if pushed.notes_problem:
+        click.echo(
+            f"warning: notes on commits not pushed ({pushed.notes_problem}); they go with the "
+            "next push",
+            err=True,
+        )
     click.echo(f"pushed {pushed.experiments} experiment(s) to {remote}")
 
 
@@ -49,6 +55,8 @@ def pull(app: App, remote):
     from ..sharing import pull as pull_experiments
 
     pulled = pull_experiments(app.project, remote)
+    if pulled.notes_problem:
+        click.echo(f"warning: notes on commits not rebuilt ({pulled.notes_problem})", err=True)
     click.echo(f"from {remote}: {pulled.created} new experiment(s), {pulled.updated} updated")
 
 
