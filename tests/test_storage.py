@@ -89,32 +89,6 @@ def test_prefixes_keep_repositories_apart(repository_url, tmp_path):
     assert not root.exists("repository.json")
 
 
-def test_files_consumed_or_kept(storage, tmp_path):
-    source = tmp_path / "weights.bin"
-    source.write_bytes(b"w" * 1000)
-    storage.put_file("checkpoints/kept.tar.gz", source)
-    assert source.exists()
-    storage.put_file("checkpoints/moved.tar.gz", source, consume=True)
-    assert not source.exists()
-    for key in ["checkpoints/kept.tar.gz", "checkpoints/moved.tar.gz"]:
-        storage.get_file(key, tmp_path / "back")
-        assert (tmp_path / "back").read_bytes() == b"w" * 1000
-
-
-def test_large_file_in_parts(storage, tmp_path, monkeypatch):
-    """Past the multipart (S3) / resumable (GCS) threshold, lowered so the test stays small."""
-    from git_keepsake.storage import gcs, s3
-
-    monkeypatch.setattr(s3, "MULTIPART_THRESHOLD", 6 << 20)
-    monkeypatch.setattr(s3, "PART_SIZE", 5 << 20)  # S3's smallest part
-    monkeypatch.setattr(gcs, "CHUNK_SIZE", 1 << 20)
-    data = os.urandom(12 << 20) + b"tail"
-    (tmp_path / "big").write_bytes(data)
-    storage.put_file("checkpoints/big.tar.gz", tmp_path / "big")
-    storage.get_file("checkpoints/big.tar.gz", tmp_path / "big.back")
-    assert (tmp_path / "big.back").read_bytes() == data
-
-
 def producing(*pieces: bytes, then: BaseException | None = None):
     """A `produce` for put_stream: writes the pieces, half through the buffered file and half
     straight to its descriptor (as write_tarball does for stored weights), then maybe fails."""

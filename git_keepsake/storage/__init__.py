@@ -28,10 +28,6 @@ class Storage(abc.ABC):
     listing_has_versions = False
 
     @abc.abstractmethod
-    def put_file(self, key: str, local_path: str | os.PathLike, *, consume: bool = False) -> None:
-        """Store a local file. With consume=True the caller gives the file up (it may be moved)."""
-
-    @abc.abstractmethod
     def put_stream(
         self, key: str, produce: Callable[[BinaryIO], None], *, size_hint: int = 0
     ) -> None:

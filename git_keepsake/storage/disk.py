@@ -39,23 +39,6 @@ class DiskStorage(Storage):
             detail = f"{e.strerror}: {e.filename}" if e.filename else e.strerror or e
             raise StorageError(f"could not write {target}: {detail}") from e
 
-    def put_file(self, key: str, local_path: str | os.PathLike, *, consume: bool = False) -> None:
-        if consume:
-            target = self._path(key)
-            try:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.chmod(local_path, 0o644)
-                os.replace(local_path, target)  # same filesystem: free and atomic
-                return
-            except OSError:
-                pass  # another filesystem: copy below
-
-        def copy(f):
-            with open(local_path, "rb") as src:
-                shutil.copyfileobj(src, f, 4 << 20)
-
-        self._write_atomically(key, copy)
-
     def put_stream(
         self, key: str, produce: Callable[[BinaryIO], None], *, size_hint: int = 0
     ) -> None:

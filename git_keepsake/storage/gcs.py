@@ -90,15 +90,6 @@ class GCSStorage(RemoteStorage):
 
     # --- the Storage interface ---
 
-    def put_file(self, key: str, local_path: str | os.PathLike, *, consume: bool = False) -> None:
-        def upload() -> None:
-            blob = self._blob(key, chunk_size=CHUNK_SIZE)
-            blob.upload_from_filename(os.fspath(local_path), retry=None, timeout=TIMEOUT)
-
-        self._call(upload, key, write=True)
-        if consume:
-            os.unlink(local_path)
-
     def _upload_stream(self, key: str, stream, size_hint: int) -> None:
         # A resumable upload of unknown size, one chunk in memory at a time; if it fails, the
         # unfinished session never becomes an object.

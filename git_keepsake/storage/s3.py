@@ -12,7 +12,6 @@ import math
 import os
 import re
 from collections.abc import Iterator
-from pathlib import Path
 
 from .remote import RemoteStorage
 
@@ -121,20 +120,6 @@ class S3Storage(RemoteStorage):
         client.create_bucket(**args)
 
     # --- the Storage interface ---
-
-    def put_file(self, key: str, local_path: str | os.PathLike, *, consume: bool = False) -> None:
-        self._call(
-            lambda: self.client.upload_file(
-                os.fspath(local_path),
-                self.bucket,
-                self._key(key),
-                Config=self._transfer_config(os.path.getsize(local_path)),
-            ),
-            key,
-            write=True,
-        )
-        if consume:
-            Path(local_path).unlink(missing_ok=True)
 
     def _upload_stream(self, key: str, stream, size_hint: int) -> None:
         # A failed transfer aborts its multipart upload: no parts are left behind to pay for.
