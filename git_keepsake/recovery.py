@@ -18,17 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .repository import Repository, tarball_key
+from .repository import Repository
 from .storage import open_storage
-from .tarball import write_tarball
 from .writer import (
-    CHECKPOINTS_ENTRY,
-    EXPERIMENT_ENTRY,
     JOB_FILE,
     JOURNAL,
     LOCK_FILE,
     discard_session,
     lock_session,
+    read_journal,
+    upload_staged,
 )
 
 if TYPE_CHECKING:
@@ -74,13 +73,7 @@ def recover(project: Project) -> list[Recovered]:
 
 
 def _recover_session(project: Project, session: Path) -> list[Recovered]:
-    journal = session / JOURNAL
-    heads = {}  # experiment id -> its journaled metadata, as of init()
-    for folder in sorted(journal.iterdir()) if journal.is_dir() else ():
-        try:
-            heads[folder.name] = json.loads((folder / EXPERIMENT_ENTRY).read_text())
-        except (OSError, ValueError):
-            continue  # killed inside init(): it never returned
+    journaled = read_journal(session)
     repositories = _Repositories(project)
     uploaded: dict[str, str] = {}  # object id -> what, uploaded now
     lost: dict[str, str] = {}
@@ -92,23 +85,15 @@ def _recover_session(project: Project, session: Path) -> list[Recovered]:
             continue
         job = json.loads((staged / JOB_FILE).read_text())
         what = f"{job['kind'][:-1]} {job['id'][:7]}"
-        files = [(rel, staged / "files" / rel) for rel in job["files"]]
-        if not all(path.is_file() for _, path in files):
+        if not all((staged / "files" / rel).is_file() for rel in job["files"]):
             lost[job["id"]] = what
             continue
-        object_id = job["id"]
-        repository = repositories.of(heads.get(job["experiment_id"]))
-        repository.ensure_created()
-        repository.storage.put_stream(
-            tarball_key(job["kind"], object_id),
-            lambda out, top=object_id, files=files: write_tarball(out, top, files),
-            size_hint=sum(path.stat().st_size for _, path in files),
-        )
-        uploaded[object_id] = what
-        shutil.rmtree(staged, ignore_errors=True)
+        head, _ = journaled.get(job["experiment_id"], (None, []))
+        upload_staged(repositories.of(head), job["kind"], job["id"], staged, job["files"])
+        uploaded[job["id"]] = what
     return [
-        _write_experiment(project, repositories.of(data), journal / key, data, uploaded, lost)
-        for key, data in heads.items()
+        _write_experiment(project, repositories.of(head), head, checkpoints, uploaded, lost)
+        for head, checkpoints in journaled.values()
     ]
 
 
@@ -134,23 +119,13 @@ class _Repositories:
 def _write_experiment(
     project: Project,
     repository: Repository,
-    folder: Path,
     data: dict,
+    checkpoints: list[dict],
     uploaded: dict[str, str],
     lost: dict[str, str],
 ) -> Recovered:
     from .experiment import Experiment
 
-    checkpoints = []
-    try:
-        lines = (folder / CHECKPOINTS_ENTRY).read_text().splitlines()
-    except FileNotFoundError:
-        lines = []
-    for line in lines:
-        try:
-            checkpoints.append(json.loads(line))
-        except ValueError:
-            continue  # cut short by the kill: that checkpoint() never returned
     for checkpoint in checkpoints:
         if checkpoint["id"] in lost:
             checkpoint["path"] = ""  # its metrics stay; nothing points at a missing tarball

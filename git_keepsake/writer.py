@@ -10,6 +10,7 @@ file 10,000 times, yet `flush()`/`stop()`/exit always leave it complete.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import fcntl
 import json
 import os
@@ -71,6 +72,40 @@ def discard_session(session: Path) -> None:
     except OSError:
         return
     shutil.rmtree(trash, ignore_errors=True)
+
+
+def upload_staged(
+    repository: Repository, kind: str, object_id: str, staged: Path, files: list[str]
+) -> None:
+    """Tar a staged folder straight into the upload (no tarball on local disk, and tarring
+    overlaps sending; a retry tars again), then remove the folder."""
+    repository.ensure_created()
+    paths = [(rel, staged / "files" / rel) for rel in files]
+    repository.storage.put_stream(
+        tarball_key(kind, object_id),
+        lambda out: write_tarball(out, object_id, paths),
+        size_hint=sum(path.stat().st_size for _, path in paths),
+    )
+    shutil.rmtree(staged, ignore_errors=True)
+
+
+def read_journal(session: Path) -> dict[str, tuple[dict, list[dict]]]:
+    """{experiment id: (its metadata as of init(), its checkpoints)}, as a session journaled
+    them. Entries a kill cut short are skipped: those calls never returned."""
+    out = {}
+    journal = session / JOURNAL
+    for folder in sorted(journal.iterdir()) if journal.is_dir() else ():
+        try:
+            head = json.loads((folder / EXPERIMENT_ENTRY).read_text())
+        except (OSError, ValueError):
+            continue
+        checkpoints = []
+        with contextlib.suppress(FileNotFoundError):
+            for line in (folder / CHECKPOINTS_ENTRY).read_text().splitlines():
+                with contextlib.suppress(ValueError):
+                    checkpoints.append(json.loads(line))
+        out[folder.name] = (head, checkpoints)
+    return out
 
 
 def strict() -> bool:
@@ -341,16 +376,7 @@ class Writer:
         return time.monotonic() < last_end + cost / METADATA_TIME_SHARE
 
     def _write_tarball(self, job: TarballJob) -> None:
-        """Tar the staged files straight into the upload: no tarball on local disk, and
-        tarring overlaps sending. A retry tars them again."""
-        self.repository.ensure_created()
-        files = [(rel, job.staged / "files" / rel) for rel in job.files]
-        self.repository.storage.put_stream(
-            tarball_key(job.kind, job.object_id),
-            lambda out: write_tarball(out, job.object_id, files),
-            size_hint=sum(path.stat().st_size for _, path in files),
-        )
-        shutil.rmtree(job.staged, ignore_errors=True)
+        upload_staged(self.repository, job.kind, job.object_id, job.staged, job.files)
 
     def _write_metadata(self, experiment: Experiment) -> None:
         start = time.monotonic()
