@@ -470,7 +470,7 @@ def interrupted_at_exit() -> None:
         if count:
             print(
                 f"git-keepsake: interrupted: {count} write(s) to {writer.repository.url} not "
-                f"done; their files stay staged in {writer.staging_dir}",
+                f"done; their files stay staged in {writer.session or writer.staging_root}",
                 file=sys.stderr,
                 flush=True,
             )

@@ -72,11 +72,10 @@ def experiment_sections(app: App, experiment: Experiment, with_id: bool = False)
         state = [git.get("branch") or "detached HEAD"]
         if git.get("dirty"):
             state.append("with uncommitted changes")
-        pairs = [("Commit", f"{head} ({', '.join(state)})")]
+        commit = f"{head} ({', '.join(state)})"
         if git.get("imported") and not git.get("commit"):
-            pairs = [
-                ("Commit", "(recorded outside git; `sync` made the snapshot from its tarball)")
-            ]
+            commit = "(recorded outside git; `sync` made the snapshot from its tarball)"
+        pairs = [("Commit", commit)]
         pairs.append(("Snapshot", git.get("snapshot") or ""))
         if git.get("remote"):
             pairs.append(("Remote", git["remote"]))
