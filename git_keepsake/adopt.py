@@ -14,7 +14,6 @@ import tempfile
 from typing import TYPE_CHECKING
 
 from .errors import KeepsakeError
-from .git.refs import METADATA_REFS
 from .tarball import iter_files
 
 if TYPE_CHECKING:
@@ -28,7 +27,7 @@ def adopt(project: Project) -> list[str]:
     if git is None:
         return []
     repository = project.repository
-    in_git = {r[len(METADATA_REFS) :] for r in git.repo.references if r.startswith(METADATA_REFS)}
+    in_git = git.metadata_refs()
     missing = [i for i in repository.experiment_ids() if i not in in_git]
     adopted = []
     for experiment_id in sorted(missing):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import sys
 from importlib import resources
 from pathlib import Path
@@ -29,15 +28,13 @@ def hook_text() -> str:
 
 
 def hooks_dir(work_dir: Path) -> Path:
+    """Where git looks for hooks: core.hooksPath if set, and a worktree's common folder."""
+    from .git.remote import run_git
+    from .git.repo import GitError
+
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--git-path", "hooks"],
-            cwd=work_dir,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError) as e:
+        out = run_git(work_dir, "rev-parse", "--git-path", "hooks").strip()
+    except GitError as e:
         raise ConfigError(
             f"{work_dir} is not in a git repository",
             hint="the hook pushes experiments with your branches: run this inside a git clone",
@@ -45,11 +42,17 @@ def hooks_dir(work_dir: Path) -> Path:
     return (work_dir / out).resolve()
 
 
-def is_ours(path: Path) -> bool:
+def our_version(path: Path) -> int | None:
+    """The version of our hook at `path`; None if it is another tool's (or none)."""
     try:
-        return MARKER.search(path.read_bytes()[:400]) is not None
+        return _version(path.read_bytes()[:400])
     except OSError:
-        return False
+        return None
+
+
+def _version(text: bytes) -> int | None:
+    found = MARKER.search(text)
+    return int(found.group(1)) if found else None
 
 
 def install(work_dir: Path, force: bool = False) -> str:
@@ -57,7 +60,9 @@ def install(work_dir: Path, force: bool = False) -> str:
     folder = hooks_dir(work_dir)
     hook, legacy = folder / HOOK, folder / LEGACY
     folder.mkdir(parents=True, exist_ok=True)
-    if hook.exists() and not is_ours(hook) and not force:
+    text = hook_text()
+    version = our_version(hook)
+    if hook.exists() and version is None and not force:
         if legacy.exists():
             raise ConfigError(
                 f"{hook} is another tool's hook, and {legacy} is taken already",
@@ -65,11 +70,12 @@ def install(work_dir: Path, force: bool = False) -> str:
             )
         os.replace(hook, legacy)
         done = f"installed {hook}; the hook that was there runs first, as {legacy.name}"
-    elif hook.exists() and is_ours(hook):
-        done = f"upgraded {hook}"
+    elif version is not None:
+        done = f"upgraded {hook} (version {version} to {_version(text.encode())})"
     else:
-        done = f"installed {hook}" + (" (replacing the one that was there)" if force else "")
-    _write(hook, hook_text())
+        replaced = " (replacing the one that was there)" if hook.exists() else ""
+        done = f"installed {hook}{replaced}"
+    _write(hook, text)
     return done
 
 
@@ -78,7 +84,7 @@ def uninstall(work_dir: Path) -> str:
     hook, legacy = folder / HOOK, folder / LEGACY
     if not hook.exists():
         return f"no {hook} to remove"
-    if not is_ours(hook):
+    if our_version(hook) is None:
         raise ConfigError(
             f"{hook} is not git-keepsake's hook: left alone",
             hint="remove it by hand if you want it gone",

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 from .errors import ConfigError, KeepsakeError, StorageError
 from .git import remote as git_remote
 from .git.notes import NOTES_REF
-from .git.refs import METADATA_REFS
 
 if TYPE_CHECKING:
     from .git.repo import GitRepo
@@ -73,7 +72,7 @@ def push(project: Project, remote: str) -> Pushed:
         except KeepsakeError as e:
             if "stale info" not in e.message or attempt == PUSH_ATTEMPTS:
                 raise  # not a race with another pusher's notes
-    pushed.experiments = sum(1 for r in git.repo.references if r.startswith(METADATA_REFS))
+    pushed.experiments = len(git.metadata_refs())
     return pushed
 
 

@@ -109,6 +109,16 @@ def git_project(project):
     return project
 
 
+def keepsake_cli(*args: str, cwd: Path, ok: bool = True) -> subprocess.CompletedProcess:
+    """`git-keepsake ARGS` in `cwd`; with ok (the default) it must succeed."""
+    result = subprocess.run(
+        [GIT_KEEPSAKE, *args], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
+    if ok:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
 def run_script(code: str, cwd: Path, env: dict | None = None, timeout: float = 60):
     """Run a training script in a fresh interpreter (for exit behaviour and real processes)."""
     full_env = {**os.environ, **(env or {})}

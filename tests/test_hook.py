@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import GIT_KEEPSAKE, git
+from tests.conftest import git
 from tests.test_sharing import keepsake, team, train  # noqa: F401 (team is a fixture)
 
 FOREIGN = """#!/bin/sh
@@ -70,7 +70,7 @@ def test_force_replaces_a_foreign_hook(repo):
 def test_an_older_version_of_ours_is_upgraded(repo):
     hooks(repo).mkdir(parents=True, exist_ok=True)
     (hooks(repo) / "pre-push").write_text("#!/bin/sh\n# git-keepsake pre-push hook, version 0\n")
-    assert "upgraded" in keepsake("install", cwd=repo).stdout
+    assert "(version 0 to 1)" in keepsake("install", cwd=repo).stdout
     assert "version 1" in (hooks(repo) / "pre-push").read_text()
     assert not (hooks(repo) / "pre-push.legacy").exists()
 
@@ -104,18 +104,23 @@ def remote_refs(remote) -> list[str]:
     return git("for-each-ref", "--format=%(refname)", "refs/keepsake", cwd=remote).split()
 
 
-def commit_and_push(clone, *push_args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    (clone / "notes.txt").write_text(str(os.urandom(4)))
-    git("add", "notes.txt", cwd=clone)
-    git("commit", "-q", "-m", "more", cwd=clone)
+def git_push(clone, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`git push -q ARGS`, hooks and all, as the user runs it."""
     return subprocess.run(
-        ["git", "push", "-q", "origin", *(push_args or ["main"])],
+        ["git", "push", "-q", *args],
         cwd=clone,
         capture_output=True,
         text=True,
         env={**os.environ, **(env or {})},
         timeout=120,
     )
+
+
+def commit_and_push(clone, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    (clone / "notes.txt").write_text(str(os.urandom(4)))
+    git("add", "notes.txt", cwd=clone)
+    git("commit", "-q", "-m", "more", cwd=clone)
+    return git_push(clone, *(args or ["origin", "main"]), env=env)
 
 
 def test_git_push_pushes_experiments_after_the_legacy_hook(team):  # noqa: F811
@@ -155,12 +160,7 @@ def test_nothing_is_pushed_when_skipped_or_deleting_a_branch(team, how):  # noqa
     if how == "skip":
         pushed = commit_and_push(a, env={"GIT_KEEPSAKE_SKIP_PUSH": "1"})
     else:
-        pushed = subprocess.run(
-            ["git", "push", "-q", "origin", "--delete", "feature"],
-            cwd=a,
-            capture_output=True,
-            text=True,
-        )
+        pushed = git_push(a, "origin", "--delete", "feature")
     assert pushed.returncode == 0, pushed.stderr
     assert "git-keepsake" not in pushed.stderr
     assert remote_refs(remote) == []
@@ -202,13 +202,12 @@ def test_a_failing_experiment_push_never_stops_the_branch(team):  # noqa: F811
     assert "Traceback" not in pushed.stderr
 
 
-def test_the_hook_ships_with_the_package():
-    """A non-editable install has it too: it is package data, read through importlib."""
+def test_the_hook_is_package_data():
+    """Read through importlib, so a non-editable install finds it in the wheel."""
     from importlib import resources
 
     text = resources.files("git_keepsake").joinpath("hooks", "pre-push").read_text()
     assert text.startswith("#!/bin/sh\n# git-keepsake pre-push hook, version 1\n")
-    assert GIT_KEEPSAKE  # the console script the tests use is the installed one
 
 
 def test_the_hook_finishes_a_killed_runs_uploads_before_pushing(team):  # noqa: F811
@@ -229,3 +228,14 @@ def test_the_hook_finishes_a_killed_runs_uploads_before_pushing(team):  # noqa: 
     out = b / "restored"
     keepsake("checkout", checkpoint_id[:7], "-o", str(out), "-f", cwd=b)
     assert (out / "model.pth").read_bytes() == b"weights 2"
+
+
+def test_git_push_to_a_url_pushes_experiments_too(team):  # noqa: F811
+    """`git push URL` names no remote: the fetched refs must still get a valid place."""
+    a, _, remote = team
+    keepsake("install", cwd=a)
+    experiment_id = train(a, 0.1)
+    pushed = commit_and_push(a, str(remote), "main")
+    assert pushed.returncode == 0, pushed.stderr
+    assert f"git-keepsake: pushed 1 experiment(s) to {remote}" in pushed.stderr
+    assert f"refs/keepsake/metadata/{experiment_id}" in remote_refs(remote)

@@ -12,7 +12,7 @@ import textwrap
 import pytest
 
 import git_keepsake as keepsake
-from tests.conftest import GIT_KEEPSAKE, run_script
+from tests.conftest import keepsake_cli, run_script
 
 # SIGKILL at a chosen moment is a fault no real setup gives on demand: the writer thread is
 # held back so that the kill always comes before it wrote anything.
@@ -49,9 +49,7 @@ def recover_by(how: str, project) -> str:
         result = run_script(code, project)
         output = result.stderr
     else:
-        result = subprocess.run(
-            [GIT_KEEPSAKE, "sync"], cwd=project, capture_output=True, text=True, timeout=60
-        )
+        result = keepsake_cli("sync", cwd=project)
         output = result.stdout
     assert result.returncode == 0, result.stderr
     return output
@@ -156,9 +154,7 @@ def test_sync_brings_a_keepsake_repository_into_git(fixture_project):
     git("init", "-q", "-b", "main", cwd=fixture_project)
     storage = fixture_project / ".keepsake"
     before = {p: p.read_bytes() for p in storage.rglob("*") if p.is_file()}
-    listed = subprocess.run(
-        [GIT_KEEPSAKE, "ls", "--json"], cwd=fixture_project, capture_output=True, text=True
-    )
+    listed = keepsake_cli("ls", "--json", cwd=fixture_project)
     ids = sorted(e["id"] for e in json.loads(listed.stdout))
     with_code = {p.name.split(".")[0] for p in (storage / "experiments").iterdir()}
 
@@ -180,11 +176,6 @@ def test_sync_brings_a_keepsake_repository_into_git(fixture_project):
         tree = git("ls-tree", "-r", "--name-only", snapshot, cwd=fixture_project).split()
         assert ("train.py" in tree) == (experiment_id in with_code)
     assert {p: p.read_bytes() for p in storage.rglob("*") if p.is_file()} == before
-    diff = subprocess.run(
-        [GIT_KEEPSAKE, "diff", ids[0], ids[1]],
-        cwd=fixture_project,
-        capture_output=True,
-        text=True,
-    )
-    assert diff.returncode == 0 and "not compared" not in diff.stdout
+    diff = keepsake_cli("diff", *sorted(with_code), cwd=fixture_project).stdout
+    assert "not compared" not in diff and "train.py" in diff  # the two snapshots' code
     assert "git has every experiment" in recover_by("sync", fixture_project)  # idempotent

@@ -4,13 +4,13 @@ storage: `git keepsake push` and `pull`, with notes rebuilt instead of conflicti
 from __future__ import annotations
 
 import json
-import subprocess
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import GIT_KEEPSAKE, git, run_script
+from tests.conftest import git, run_script
+from tests.conftest import keepsake_cli as keepsake
 
 TRAIN = textwrap.dedent(
     """
@@ -30,15 +30,6 @@ def train(clone: Path, lr: float) -> str:
     result = run_script(TRAIN.replace("LR", repr(lr)), clone)
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
-
-
-def keepsake(*args: str, cwd: Path, ok: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [GIT_KEEPSAKE, *args], cwd=cwd, capture_output=True, text=True, timeout=120
-    )
-    if ok:
-        assert result.returncode == 0, result.stderr
-    return result
 
 
 @pytest.fixture
@@ -137,6 +128,17 @@ def test_push_without_the_remote_is_one_clear_line(team):
     assert (
         done.stderr.splitlines()[0] == "error: there is no git remote 'nowhere' (remotes: origin)"
     )
+
+
+def test_an_unreachable_remote_is_one_clear_line(team, tmp_path):
+    a, _, _ = team
+    git("remote", "add", "gone", str(tmp_path / "nowhere.git"), cwd=a)
+    for command in ("push", "pull"):
+        done = keepsake(command, "gone", cwd=a, ok=False)
+        assert done.returncode == 1
+        error, hint = done.stderr.splitlines()
+        assert error.startswith("error: git fetch failed: ") and "nowhere.git" in error
+        assert hint == "hint: check the remote's URL and your access to it: git remote -v"
 
 
 def test_push_outside_git_is_one_clear_line(project):

@@ -9,7 +9,9 @@ back to what was last pushed, and `--prune` would delete unpushed experiments (D
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -22,13 +24,17 @@ GUARD = "GIT_KEEPSAKE_PUSHING"
 
 
 def fetched_prefix(remote: str) -> str:
+    """Where a remote's refs are fetched to. `git push URL` names a URL, not a remote, and a
+    URL can't be part of a ref name: it stands there as a hash."""
+    if not re.fullmatch(r"[\w.-]+(/[\w.-]+)*", remote):
+        remote = "url-" + hashlib.sha1(remote.encode()).hexdigest()[:12]
     return f"{FETCHED}{remote}/"
 
 
 def fetch(work_dir: Path, remote: str) -> None:
     """The remote's refs/keepsake/* and notes, into fetched_prefix(remote) (pruned there)."""
     into = fetched_prefix(remote)
-    _git(
+    run_git(
         work_dir,
         "fetch",
         "--quiet",
@@ -48,10 +54,11 @@ def push(work_dir: Path, remote: str, notes_lease: str | None, push_notes: bool)
     if push_notes:
         args[3:3] = [f"--force-with-lease={NOTES_REF}:{notes_lease or ''}"]
         args.append(f"{NOTES_REF}:{NOTES_REF}")
-    _git(work_dir, *args)
+    run_git(work_dir, *args)
 
 
-def _git(work_dir: Path, *args: str) -> str:
+def run_git(work_dir: Path, *args: str) -> str:
+    """The `git` binary's output; GitError with git's own first complaint if it fails."""
     env = {**os.environ, GUARD: "1", "GIT_TERMINAL_PROMPT": "0"}
     try:
         result = subprocess.run(
@@ -61,6 +68,15 @@ def _git(work_dir: Path, *args: str) -> str:
         raise GitError(f"could not run git: {e}", hint="install git, and put it on PATH") from e
     if result.returncode != 0:
         lines = [line for line in result.stderr.splitlines() if line.strip()]
-        detail = lines[-1] if lines else f"exit code {result.returncode}"
-        raise GitError(f"git {args[0]} failed: {detail.removeprefix('fatal: ')}")
+        # git explains on its first fatal/error line; what follows is advice.
+        first = next((ln for ln in lines if ln.startswith(("fatal:", "error:"))), None)
+        detail = first or (lines[0] if lines else f"exit code {result.returncode}")
+        detail = detail.removeprefix("fatal: ").removeprefix("error: ")
+        raise GitError(f"git {args[0]} failed: {detail}", hint=_HINTS.get(args[0]))
     return result.stdout
+
+
+_HINTS = {
+    "fetch": "check the remote's URL and your access to it: git remote -v",
+    "push": "check the remote's URL and your access to it: git remote -v",
+}

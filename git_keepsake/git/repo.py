@@ -374,12 +374,11 @@ class GitRepo:
 
     def metadata_ref(self, experiment_id: str) -> str | None:
         """The metadata commit of one experiment, or None if it is not in git."""
-        with self._lock:
-            ref = self.repo.references.get(METADATA_REFS + experiment_id)
-            return str(ref.target) if ref is not None else None
+        return self.ref_target(METADATA_REFS + experiment_id)
 
     @_git_errors
     def ref_target(self, name: str) -> str | None:
+        """What ref `name` points at, or None if there is no such ref."""
         with self._lock:
             ref = self.repo.references.get(name)
             return str(ref.target) if ref is not None else None
