@@ -729,3 +729,4 @@ def _stop_all_at_exit() -> None:
 
 
 atexit.register(_stop_all_at_exit)
+os.register_at_fork(after_in_child=_running.clear)  # the parent's runs: it stops them

@@ -477,3 +477,7 @@ def interrupted_at_exit() -> None:
 
 
 atexit.register(flush_all)
+# A forked child (a data-loader worker, a helper that exits normally) has copies of the
+# writers but not their threads: its exit must not wait on writes that only the parent will
+# do (it waited forever), nor tidy away the parent's staging folder.
+os.register_at_fork(after_in_child=_live_writers.clear)

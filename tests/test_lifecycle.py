@@ -136,3 +136,25 @@ def test_metadata_is_never_ahead_of_tarballs(project, monkeypatch):
     experiment.stop()
     ids = [c["id"] for c in json.loads(meta.read_text())["checkpoints"]]
     assert ids[0] == chk.id and len(ids) == 2
+
+
+def test_a_forked_child_exits_without_waiting_on_the_parents_writes(project):
+    """A forked helper that ends normally runs the exit handlers it inherited: they used to
+    wait forever on writes only the parent's thread does, and would tidy its staging."""
+    code = (
+        "import os, sys, git_keepsake as keepsake\n"
+        "e = keepsake.init(params={'a': 1})\n"
+        "open('w.bin', 'wb').write(os.urandom(20_000_000))\n"
+        "e.checkpoint(path='w.bin', step=1, quiet=True)\n"
+        "if os.fork() == 0:\n"
+        "    sys.exit(0)\n"
+        "os.wait()\n"
+        "e.checkpoint(path='w.bin', step=2, quiet=True)\n"
+        "e.stop()\n"
+        "print(e.id)\n"
+    )
+    result = run_script(code, project, timeout=60)
+    assert result.returncode == 0, result.stderr
+    experiment = keepsake.experiments.get(result.stdout.strip())
+    assert [c.step for c in experiment.checkpoints] == [1, 2]
+    assert experiment.checkpoints[1].open("w.bin").read() == (project / "w.bin").read_bytes()
