@@ -84,7 +84,7 @@ def generate(root: Path, count: int) -> None:
             "snapshot": str(snapshot),
             "remote": None,
         }
-        text = experiment._stored_json()
+        text = experiment.encode()
         repository.write_experiment(experiment.id, text)
         inner = repo.TreeBuilder()
         inner.insert("experiment.json", repo.create_blob(text.encode()), pygit2.GIT_FILEMODE_BLOB)

@@ -50,8 +50,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import git_keepsake as keepsake
-from git_keepsake import metadata, writer
+from git_keepsake import metadata
 from git_keepsake.storage import open_storage, s3
+from git_keepsake.store import writer
 from git_keepsake.tarball import write_tarball
 
 MiB = 1024 * 1024

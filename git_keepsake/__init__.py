@@ -70,10 +70,11 @@ def init(
     Example:
         experiment = keepsake.init(path=".", params={"learning_rate": 0.01})
     """
+    from .experiment import Experiment
     from .project import Project
 
-    return Project().experiments.create(
-        path=path, params=params, disable_heartbeat=disable_heartbeat
+    return Experiment.start(
+        Project(), path=path, params=params, disable_heartbeat=disable_heartbeat
     )
 
 

@@ -14,14 +14,18 @@ import tempfile
 from typing import TYPE_CHECKING
 
 from .errors import KeepsakeError
+from .records import ExperimentRecord, GitInfo
+from .sharing import notes_from_refs
+from .store.layout import EXPERIMENTS
+from .store.publish import Publication
 from .tarball import iter_files
+from .workspace import Workspace
 
 if TYPE_CHECKING:
     from .git.repo import GitRepo
-    from .project import Project
 
 
-def adopt(project: Project) -> list[str]:
+def adopt(project: Workspace) -> list[str]:
     """IDs of the experiments brought into git; none outside git."""
     git = project.git
     if git is None:
@@ -34,24 +38,21 @@ def adopt(project: Project) -> list[str]:
         _adopt_one(project, git, experiment_id)
         adopted.append(experiment_id)
     if adopted:
-        project.catalog.rebuild_notes()
+        notes_from_refs(project, git)
     return adopted
 
 
-def _adopt_one(project: Project, git: GitRepo, experiment_id: str) -> None:
-    from .experiment import Experiment
-
+def _adopt_one(project: Workspace, git: GitRepo, experiment_id: str) -> None:
     repository = project.repository
-    data = repository.read_experiment(experiment_id)
-    experiment = Experiment.from_json(project, data)
-    info = dict(data.get("git") or {})
-    parent = info.get("commit")
+    experiment = ExperimentRecord.from_json(None, repository.read_experiment(experiment_id))
+    info = experiment.git or GitInfo(keys=())
+    parent = info.commit
     if parent and not git.has_object(parent):
         parent = None  # recorded in a clone whose commit never reached this one
     limit = project.git_max_file_size
     when = experiment.created.timestamp()
     with tempfile.TemporaryDirectory(prefix="git-keepsake-adopt-") as tmp:
-        tarball = repository.local_tarball("experiments", experiment_id, tmp)
+        tarball = repository.local_tarball(EXPERIMENTS, experiment_id, tmp)
 
         def files():
             if tarball is None:
@@ -72,5 +73,7 @@ def _adopt_one(project: Project, git: GitRepo, experiment_id: str) -> None:
             e.message = f"experiment {experiment_id[:7]}: {e.message}"
             raise
     # "imported": the snapshot was made from the tarball, not from a work tree at init().
-    experiment._extra["git"] = {**info, "commit": parent, "snapshot": snapshot, "imported": True}
-    git.write_metadata(experiment_id, snapshot, experiment._stored_json().encode(), None, when)
+    experiment.git = info.replace(commit=parent, snapshot=snapshot, imported=True)
+    # Into git only: Keepsake's own files in storage are not rewritten.
+    publication = Publication(None, git, experiment_id, experiment.git, training=False)
+    publication.publish(experiment, experiment.encode(), when=when)

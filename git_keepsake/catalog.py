@@ -25,12 +25,15 @@ from typing import TYPE_CHECKING, Any
 
 from . import metadata
 from .errors import Ambiguous, CorruptRepository, InvalidArgument, KeepsakeError, NotFound
-from .repository import EXPERIMENTS_PREFIX
+from .records import CheckpointRecord, ExperimentRecord
+from .runtime import warn
+from .store.layout import Repository
 
 if TYPE_CHECKING:
-    from .checkpoint import Checkpoint
-    from .experiment import Experiment
-    from .project import Project
+    from .git.repo import GitRepo
+
+# Builds an experiment from its JSON; with a loader, from a summary (see Catalog._from_summary).
+Build = Callable[..., ExperimentRecord]
 
 INDEX_FILE = "index.sqlite"
 # Bump the first number whenever summarize() or best() change what a summary holds.
@@ -38,8 +41,22 @@ SCHEMA = 5 * 10000 + sys.version_info[0] * 100 + sys.version_info[1]
 
 
 class Catalog:
-    def __init__(self, project: Project):
-        self.project = project
+    """Reads a project's experiments. `git_dir` (the common git dir) and `open_git` are None
+    and unused outside git; `build` makes the experiment objects (the API's, for a Project)."""
+
+    def __init__(
+        self,
+        repository: Repository,
+        git_dir: Path | None,
+        open_git: Callable[[], GitRepo | None],
+        state_dir: Path,
+        build: Build,
+    ):
+        self.repository = repository
+        self.git_dir = git_dir
+        self._open_git = open_git
+        self.index_path = state_dir / INDEX_FILE
+        self._build_json = build
 
     # --- where each experiment's metadata is ---
 
@@ -49,53 +66,46 @@ class Catalog:
         Git refs are read from the ref files (pygit2 is imported only to read a metadata
         commit the index lacks), and blob-storage versions are asked for only when some
         experiment is in storage alone (recorded outside git, or by Keepsake 0.4.2)."""
-        project = self.project
         out: dict[str, tuple[str, str | None, Callable[[], bytes]]] = {}
-        in_git = self._metadata_refs()
+        in_git = self.metadata_refs()
         for experiment_id, commit in in_git.items():
             out[experiment_id] = ("git", commit, _reader(self._read_git, commit))
-        storage = project.repository.storage
-        if storage.listing_has_versions:  # a bucket: the listing carries ETags/generations
-            versions = storage.list_versions(EXPERIMENTS_PREFIX)
+        repository = self.repository
+        versions: dict[str, str | None] | None = None
+        if repository.listing_has_versions:  # a bucket: the listing carries ETags/generations
+            versions = repository.experiment_versions()
+            ids = versions.keys()
         else:  # a folder: a stat per file, so only for experiments not in git (below)
-            versions = dict.fromkeys(storage.list(EXPERIMENTS_PREFIX))
-        only_in_storage = {}
-        for key in versions:
-            name = key.rsplit("/", 1)[-1]
-            experiment_id = name[:-5]
-            if (
-                name.endswith(".json")
-                and experiment_id not in in_git
-                and metadata.is_id(experiment_id)
-            ):
-                only_in_storage[experiment_id] = key
-        if only_in_storage and not storage.listing_has_versions:
-            versions = storage.list_versions(EXPERIMENTS_PREFIX)
-        for experiment_id, key in only_in_storage.items():
-            out[experiment_id] = ("storage", versions.get(key), _BlobReader(storage, key))
+            ids = repository.experiment_ids()
+        only_in_storage = [i for i in ids if i not in in_git]
+        if only_in_storage and versions is None:
+            versions = repository.experiment_versions(set(only_in_storage))
+        for experiment_id in only_in_storage:
+            version = versions.get(experiment_id) if versions else None
+            out[experiment_id] = ("storage", version, _BlobReader(repository, experiment_id))
         return out
 
-    def _metadata_refs(self) -> dict[str, str]:
-        dirs = self.project.git_dirs
-        if dirs is None:
+    def metadata_refs(self) -> dict[str, str]:
+        """{experiment id: metadata commit} of every experiment in git."""
+        if self.git_dir is None:
             return {}
         from .git.refs import METADATA_REFS, read_refs
 
-        found = read_refs(dirs[1], METADATA_REFS)
+        found = read_refs(self.git_dir, METADATA_REFS)
         if found is None:  # refs in a format only git reads
-            git = self.project.git
+            git = self._open_git()
             found = git.metadata_refs() if git is not None else {}
         return {i: c for i, c in found.items() if metadata.is_id(i)}
 
     def _read_git(self, commit: str) -> bytes:
-        git = self.project.git
+        git = self._open_git()
         if git is None:
             raise CorruptRepository(f"cannot open the git repository to read {commit[:7]}")
         return git.read_metadata(commit)
 
     # --- reading ---
 
-    def list(self) -> list[Experiment]:
+    def list(self) -> list[ExperimentRecord]:
         # Building tens of thousands of objects triggers the cyclic GC over and over, and each
         # pass walks everything built so far: half the time of a 10,000-experiment listing.
         # Nothing made here is garbage, so collection waits until the list is built.
@@ -107,18 +117,18 @@ class Catalog:
             if paused:
                 gc.enable()
 
-    def _list(self) -> list[Experiment]:
-        self.project.repository.check_version()
+    def _list(self) -> list[ExperimentRecord]:
+        self.repository.check_version()
         sources = self._sources()
-        index = _Index.open(self.project.state_dir / INDEX_FILE)
+        index = _Index.open(self.index_path)
         out = self._read(sources, index)
         index.close()
-        alive = self.project.repository.alive_ids()
+        alive = self.repository.alive_ids()
         for experiment in out:
             experiment._alive = experiment.id in alive
         return out
 
-    def _read(self, sources, index: _Index, all_sources=None) -> list[Experiment]:
+    def _read(self, sources, index: _Index, all_sources=None) -> list[ExperimentRecord]:
         """Every experiment in `sources`, from the index where it is current, and the index
         brought up to date with the rest. `all_sources`: every experiment there is, when
         `sources` is only some of them (what the index forgets and fingerprints)."""
@@ -143,7 +153,7 @@ class Catalog:
             try:
                 experiment = self._build(_decode(read(), experiment_id))
             except (KeepsakeError, ValueError, KeyError, TypeError) as e:
-                _warn(f"skipping unreadable experiment {experiment_id[:7]}: {e}")
+                warn(f"skipping unreadable experiment {experiment_id[:7]}: {e}")
                 complete = False
                 continue
             out.append(experiment)
@@ -158,27 +168,27 @@ class Catalog:
         index.store(fresh, gone=cached.keys() - all_sources.keys(), fingerprint=fingerprint)
         return out
 
-    def get(self, id_or_prefix: str) -> Experiment:
+    def get(self, id_or_prefix: str) -> ExperimentRecord:
         """The experiment whose id starts with `id_or_prefix`."""
         return self._find_all([id_or_prefix], ("experiment",))[0]
 
-    def get_checkpoint(self, id_or_prefix: str) -> Checkpoint:
+    def get_checkpoint(self, id_or_prefix: str) -> CheckpointRecord:
         """The checkpoint whose id starts with `id_or_prefix` (through the index: one
         experiment's metadata is read, however many there are)."""
         return self._find_all([id_or_prefix], ("checkpoint",))[0]
 
-    def find(self, id_or_prefix: str) -> Experiment | Checkpoint:
+    def find(self, id_or_prefix: str) -> ExperimentRecord | CheckpointRecord:
         """The experiment or checkpoint whose id starts with `id_or_prefix`."""
         return self.find_all([id_or_prefix])[0]
 
-    def find_all(self, ids_or_prefixes: list[str]) -> list[Experiment | Checkpoint]:
+    def find_all(self, ids_or_prefixes: list[str]) -> list[ExperimentRecord | CheckpointRecord]:
         """`find` for several IDs (as `diff` and `rm` take), listing the sources once."""
         return self._find_all(ids_or_prefixes, ("experiment", "checkpoint"))
 
     def _find_all(self, ids_or_prefixes: list[str], kinds: tuple[str, ...]) -> list:
         what = " or ".join(kinds)
         prefixes = [check_prefix(i, what) for i in ids_or_prefixes]
-        self.project.repository.check_version()
+        self.repository.check_version()
         sources = self._sources()
         checkpoint_ids = self._checkpoint_ids(prefixes, sources) if "checkpoint" in kinds else {}
         return [self._find(p, sources, checkpoint_ids, kinds) for p in prefixes]
@@ -211,7 +221,7 @@ class Catalog:
     def _checkpoint_ids(self, prefixes: list[str], sources) -> dict[str, str]:
         """{checkpoint id starting with one of the prefixes: its experiment id}, via the index
         (first brought up to date with the experiments it lacks or holds an older version of)."""
-        index = _Index.open(self.project.state_dir / INDEX_FILE)
+        index = _Index.open(self.index_path)
         try:
             if index.db is not None:
                 fingerprint = _fingerprint(sources)
@@ -237,42 +247,23 @@ class Catalog:
         finally:
             index.close()
 
-    def rebuild_notes(self) -> int:
-        """Rewrite refs/notes/keepsake from the experiments in git (the notes are only a view of
-        them: this is how a notes conflict is resolved). Returns the number of notes written."""
-        git = self.project.git
-        if git is None:
-            return 0
-        in_git = self._metadata_refs()
-        lines: dict[str, list[str]] = {}
-        for experiment in sorted(self.list(), key=lambda e: e.created):
-            commit = (experiment._extra.get("git") or {}).get("commit")
-            if commit and experiment.id in in_git:
-                lines.setdefault(commit, []).append(experiment._note_line())
-        git.rebuild_notes(lines)
-        return len(lines)
+    def _build(self, data: dict[str, Any]) -> ExperimentRecord:
+        return self._build_json(data)
 
-    def _build(self, data: dict[str, Any]) -> Experiment:
-        from .experiment import Experiment
-
-        return Experiment.from_json(self.project, data)
-
-    def _from_summary(self, summary: dict[str, Any], read: Callable[[], bytes]) -> Experiment:
-        from .checkpoint import Checkpoint
-        from .experiment import Experiment
-
+    def _from_summary(self, summary: dict[str, Any], read: Callable[[], bytes]) -> ExperimentRecord:
         experiment_id = summary["id"]
 
         def load() -> dict[str, Any]:
             return _decode(read(), experiment_id)
 
-        experiment = Experiment.from_json(self.project, summary["experiment"], lazy=load)
+        experiment = self._build_json(summary["experiment"], load)
+        make = experiment.checkpoint_type.from_json
         best, latest = summary.get("best"), summary.get("latest")
-        latest = _attach(Checkpoint.from_json(latest), experiment) if latest else None
+        latest = experiment.attach(make(latest)) if latest else None
         if best and latest and best["id"] == latest.id:
             best = latest  # often the same checkpoint: build it once
         elif best:
-            best = _attach(Checkpoint.from_json(best), experiment)
+            best = experiment.attach(make(best))
         experiment._summary = {"best": best, "latest": latest}
         experiment._count = summary.get("count")
         return experiment
@@ -305,7 +296,7 @@ def _fingerprint(sources) -> str | None:
     return hashlib.blake2b("\n".join(lines).encode(), digest_size=16).hexdigest()
 
 
-def summarize(experiment: Experiment) -> bytes:
+def summarize(experiment: ExperimentRecord) -> bytes:
     best, latest = experiment.best(), experiment.latest()
     head = experiment.to_json()
     del head["checkpoints"], head["python_packages"]  # read from the full metadata when asked
@@ -322,11 +313,6 @@ def summarize(experiment: Experiment) -> bytes:
     return marshal.dumps(metadata.to_wire(summary))
 
 
-def _attach(checkpoint, experiment):
-    checkpoint._experiment = experiment
-    return checkpoint
-
-
 def _reader(read: Callable[[str], bytes], key: str) -> Callable[[], bytes]:
     return lambda: read(key)
 
@@ -335,26 +321,28 @@ class _BlobReader:
     """Reads one experiment's JSON from blob storage. `_prefetch` fills many at once, with
     concurrent GETs: a cold listing of a bucket is bound by round trips, not bandwidth."""
 
-    __slots__ = ("storage", "key", "data")
+    __slots__ = ("repository", "experiment_id", "data")
 
-    def __init__(self, storage, key: str):
-        self.storage = storage
-        self.key = key
+    def __init__(self, repository: Repository, experiment_id: str):
+        self.repository = repository
+        self.experiment_id = experiment_id
         self.data: bytes | None = None
 
     def __call__(self) -> bytes:
         data, self.data = self.data, None  # once: a later (lazy) read fetches it anew
-        return data if data is not None else self.storage.get_bytes(self.key)
+        if data is not None:
+            return data
+        return self.repository.experiment_bytes(self.experiment_id)
 
 
 def _prefetch(readers) -> None:
     """Fetch the JSON of every blob reader in one concurrent batch (they share the project's
-    storage), where the storage gains from it."""
+    repository), where the storage gains from it."""
     readers = [r for r in readers if isinstance(r, _BlobReader)]
-    if readers and readers[0].storage.concurrency > 1:
-        found = readers[0].storage.get_many(r.key for r in readers)
+    if readers and readers[0].repository.concurrent:
+        found = readers[0].repository.many_experiment_bytes([r.experiment_id for r in readers])
         for reader in readers:
-            reader.data = found.get(reader.key)
+            reader.data = found.get(reader.experiment_id)
 
 
 def _decode(raw: bytes, experiment_id: str) -> dict[str, Any]:
@@ -365,10 +353,6 @@ def _decode(raw: bytes, experiment_id: str) -> dict[str, Any]:
     if not isinstance(data, dict) or data.get("id") != experiment_id:
         raise CorruptRepository(f"experiment {experiment_id[:7]} metadata names another id")
     return data
-
-
-def _warn(message: str) -> None:
-    print(f"git-keepsake: warning: {message}", file=sys.stderr)
 
 
 class _Index:

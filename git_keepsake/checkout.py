@@ -42,17 +42,14 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
 from .errors import CorruptRepository, InvalidArgument, KeepsakeError, NotFound, UnsafeTarball
-from .repository import tarball_key
+from .records import CheckpointRecord, ExperimentRecord, GitInfo
 from .snapshot import CHECKOUT_STAGING_PREFIX
+from .store.layout import CHECKPOINTS, EXPERIMENTS
 from .tarball import UNSAFE_HINT, iter_files
-
-if TYPE_CHECKING:
-    from .checkpoint import Checkpoint
-    from .experiment import Experiment
-    from .project import Project
+from .workspace import Workspace
 
 STAGING_PREFIX = CHECKOUT_STAGING_PREFIX  # snapshots always skip it
 CHUNK = 1024 * 1024
@@ -109,9 +106,9 @@ class CheckoutPlan:
 
     def __init__(
         self,
-        project: Project,
-        experiment: Experiment,
-        checkpoint: Checkpoint | None,
+        project: Workspace,
+        experiment: ExperimentRecord,
+        checkpoint: CheckpointRecord | None,
         reason: str | None,
         output_dir: Path,
     ):
@@ -242,13 +239,11 @@ def _remove_abandoned_staging(directory: str) -> None:
 
 
 def choose_checkpoint(
-    target: Experiment | Checkpoint,
-) -> tuple[Experiment, Checkpoint | None, str | None]:
+    target: ExperimentRecord | CheckpointRecord,
+) -> tuple[ExperimentRecord, CheckpointRecord | None, str | None]:
     """(experiment, checkpoint, why): a checkpoint is "asked"; for an experiment, its "best"
     checkpoint, else its "latest", else none."""
-    from .checkpoint import Checkpoint
-
-    if isinstance(target, Checkpoint):
+    if isinstance(target, CheckpointRecord):
         if target.experiment is None:
             raise NotFound(f"checkpoint {target.short_id()} is not attached to an experiment")
         return target.experiment, target, "asked"
@@ -256,8 +251,8 @@ def choose_checkpoint(
 
 
 def plan_checkout(
-    project: Project,
-    target: Experiment | Checkpoint | str,
+    project: Workspace,
+    target: ExperimentRecord | CheckpointRecord | str,
     output_dir: str | os.PathLike | None = None,
     *,
     path: str | None = None,
@@ -300,8 +295,8 @@ def plan_checkout(
 
 
 def checkout(
-    project: Project,
-    target: Experiment | Checkpoint | str,
+    project: Workspace,
+    target: ExperimentRecord | CheckpointRecord | str,
     output_dir: str | os.PathLike | None = None,
     *,
     path: str | None = None,
@@ -365,8 +360,8 @@ class _Planner:
 
     def _git_snapshot(self) -> list[tuple[str, str, str, int]] | None:
         plan, experiment = self.plan, self.plan.experiment
-        info = experiment._extra.get("git") or {}
-        snapshot = info.get("snapshot")
+        info = experiment.git or GitInfo()
+        snapshot = info.snapshot
         if not snapshot:
             return None
         git = self.project.git
@@ -384,14 +379,14 @@ class _Planner:
             )
             return None
         plan.code_source = "git"
-        commit, branch = info.get("commit"), info.get("branch")
+        commit, branch = info.commit, info.branch
         text = f"git snapshot {snapshot[:7]}"
         if commit:
             text += f" of {branch} @ {commit[:7]}" if branch else f" of {commit[:7]}"
-        if experiment.path and info.get("dirty"):
+        if experiment.path and info.dirty:
             text += ", with the uncommitted changes it ran with"
         plan.code_description = text
-        if not experiment.path and info.get("dirty"):
+        if not experiment.path and info.dirty:
             plan.notes.append(
                 f"experiment {experiment.short_id()} ran with uncommitted changes that were not "
                 f"recorded (it was started without init(path=...)): this is the code of commit "
@@ -409,12 +404,12 @@ class _Planner:
                 )
             return None
         # With git, the tarball only adds what was too big for git: optional.
-        local = self._fetch("experiments", experiment.id)
+        local = self._fetch(EXPERIMENTS, experiment.id)
         if local is None and not have_git:
-            storage = self.project.repository.storage
+            repository = self.project.repository
             plan.notes.append(
                 f"the code of experiment {experiment.short_id()} is missing: "
-                f"{tarball_key('experiments', experiment.id)} is not in {storage.url}"
+                f"{repository.tarball_name(EXPERIMENTS, experiment.id)} is not in {repository.url}"
             )
         elif local is not None and not have_git:
             plan.code_source = "tarball"
@@ -434,12 +429,13 @@ class _Planner:
                 "(it was saved without checkpoint(path=...))"
             )
             return None
-        local = self._fetch("checkpoints", checkpoint.id)
+        local = self._fetch(CHECKPOINTS, checkpoint.id)
         if local is None:
-            key = tarball_key("checkpoints", checkpoint.id)
+            repository = self.project.repository
+            key = repository.tarball_name(CHECKPOINTS, checkpoint.id)
             raise NotFound(
                 f"the files of checkpoint {checkpoint.short_id()} are missing: {key} is not in "
-                f"{self.project.repository.storage.url}",
+                f"{repository.url}",
                 hint="if it was recorded on another machine, its upload may not have finished",
             )
         return local
@@ -447,14 +443,13 @@ class _Planner:
     def _fetch(self, kind: str, object_id: str) -> str | None:
         """A local path to a tarball (downloaded into staging if remote), None if absent."""
         repository = self.project.repository
-        storage = repository.storage
-        key = tarball_key(kind, object_id)
-        remote = storage.local_path(key) is None
+        key = repository.tarball_name(kind, object_id)
+        remote = repository.is_remote(kind, object_id)
         if remote:
-            self.log(f"Downloading {key} from {storage.url}")
+            self.log(f"Downloading {key} from {repository.url}")
         local = repository.local_tarball(kind, object_id, self.plan._staging_dir())
         if local is not None and remote:
-            self.downloaded[str(local)] = f"{storage.url}/{key}"
+            self.downloaded[str(local)] = f"{repository.url}/{key}"
         return None if local is None else str(local)
 
     # --- staging ---

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from .checkout import choose_checkpoint
 from .metadata import to_wire
-
-if TYPE_CHECKING:
-    from .checkpoint import Checkpoint
-    from .experiment import Experiment
-    from .project import Project
+from .records import CheckpointRecord, ExperimentRecord, GitInfo
+from .workspace import Workspace
 
 NOT_SET = object()  # a value one side has and the other does not
 
@@ -19,8 +17,8 @@ NOT_SET = object()  # a value one side has and the other does not
 class Side:
     """One side of a comparison: an experiment, and the checkpoint it stands for (if any)."""
 
-    experiment: Experiment
-    checkpoint: Checkpoint | None
+    experiment: ExperimentRecord
+    checkpoint: CheckpointRecord | None
     why: str | None  # "asked", "best", "latest"; None without checkpoints
 
 
@@ -34,19 +32,17 @@ class Comparison:
     code_note: str = ""  # why the code was not compared, or "" when it was
 
 
-def side(found: Experiment | Checkpoint) -> Side:
+def side(found: ExperimentRecord | CheckpointRecord) -> Side:
     """An experiment stands for its best checkpoint, else its latest (see choose_checkpoint)."""
-    from .checkout import choose_checkpoint
-
     return Side(*choose_checkpoint(found))
 
 
-def compare(project: Project, a: str, b: str, patch: bool = False) -> Comparison:
+def compare(project: Workspace, a: str, b: str, patch: bool = False) -> Comparison:
     """The differences between two experiments or checkpoints (IDs or prefixes)."""
     left, right = (side(found) for found in project.catalog.find_all([a, b]))
     result = Comparison(left, right)
     ea, eb = left.experiment, right.experiment
-    ga, gb = ea._extra.get("git") or {}, eb._extra.get("git") or {}
+    ga, gb = ea.git or GitInfo(keys=()), eb.git or GitInfo(keys=())
 
     experiment = [("ID", ea.short_id(), eb.short_id()), ("Created", ea.created, eb.created)]
     for name, va, vb in [
@@ -56,9 +52,9 @@ def compare(project: Project, a: str, b: str, patch: bool = False) -> Comparison
         ("Command", ea.command or "", eb.command or ""),
         ("Path", ea.path or "", eb.path or ""),
         ("Python version", ea.python_version or "", eb.python_version or ""),
-        ("Git commit", (ga.get("commit") or "")[:7], (gb.get("commit") or "")[:7]),
-        ("Git branch", ga.get("branch") or "", gb.get("branch") or ""),
-        ("Uncommitted changes", ga.get("dirty", NOT_SET), gb.get("dirty", NOT_SET)),
+        ("Git commit", (ga.commit or "")[:7], (gb.commit or "")[:7]),
+        ("Git branch", ga.branch or "", gb.branch or ""),
+        ("Uncommitted changes", _dirty(ga), _dirty(gb)),
     ]:
         if _differ(va, vb):
             experiment.append((name, va, vb))
@@ -81,8 +77,12 @@ def compare(project: Project, a: str, b: str, patch: bool = False) -> Comparison
     return result
 
 
-def _code(project: Project, ga: dict, gb: dict, patch: bool) -> tuple[str | None, str]:
-    snapshot_a, snapshot_b = ga.get("snapshot"), gb.get("snapshot")
+def _dirty(info: GitInfo) -> Any:
+    return info.dirty if "dirty" in info.keys else NOT_SET
+
+
+def _code(project: Workspace, ga: GitInfo, gb: GitInfo, patch: bool) -> tuple[str | None, str]:
+    snapshot_a, snapshot_b = ga.snapshot, gb.snapshot
     if not (snapshot_a and snapshot_b):
         return None, "not compared: both need a git snapshot (recorded inside a git repository)"
     git = project.git
@@ -97,11 +97,11 @@ def _code(project: Project, ga: dict, gb: dict, patch: bool) -> tuple[str | None
     return git.diff_snapshots(snapshot_a, snapshot_b, patch), ""
 
 
-def _status(experiment: Experiment) -> str:
+def _status(experiment: ExperimentRecord) -> str:
     return "running" if experiment.is_running() else "stopped"
 
 
-def _checkpoint_fields(checkpoint: Checkpoint | None) -> dict[str, Any]:
+def _checkpoint_fields(checkpoint: CheckpointRecord | None) -> dict[str, Any]:
     if checkpoint is None:
         return dict.fromkeys(("ID", "Created", "Path", "Step"), NOT_SET)
     return {

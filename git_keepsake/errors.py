@@ -57,5 +57,9 @@ class BucketNotFound(StorageError):
     """The bucket named in the repository URL does not exist (and was not created)."""
 
 
+class GitError(KeepsakeError):
+    """A git operation failed; experiments are still recorded in blob storage."""
+
+
 class UnsafeTarball(KeepsakeError):
     """A tarball member would land outside the target directory or is not a regular file."""

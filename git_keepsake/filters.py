@@ -36,13 +36,11 @@ import operator
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .errors import InvalidArgument
 from .metadata import to_wire
-
-if TYPE_CHECKING:
-    from .experiment import Experiment
+from .records import ExperimentRecord
 
 # For `ls --help`: each example must parse (tests check it).
 FILTER_HELP = """\
@@ -102,7 +100,7 @@ class Filter:
     op: str
     value: Any
 
-    def matches(self, experiment: Experiment) -> bool:
+    def matches(self, experiment: ExperimentRecord) -> bool:
         """Whether the experiment's value satisfies this filter; never raises on odd values."""
         found, actual = value_of(experiment, self.name)
         if not found:
@@ -144,7 +142,7 @@ def parse_filter(expression: str) -> Filter:
     return Filter(name, op, _builtin_value(name, value, written, expression))
 
 
-def apply_filters(experiments: Iterable[Experiment], expressions: Iterable[str]) -> list:
+def apply_filters(experiments: Iterable[ExperimentRecord], expressions: Iterable[str]) -> list:
     """The experiments matching every expression, in their order.
 
     Raises InvalidArgument for a malformed expression, or for a name that is neither built-in
@@ -158,7 +156,7 @@ def apply_filters(experiments: Iterable[Experiment], expressions: Iterable[str])
     return [e for e in experiments if all(f.matches(e) for f in filters)]
 
 
-def sort_experiments(experiments: Iterable[Experiment], key: str) -> list:
+def sort_experiments(experiments: Iterable[ExperimentRecord], key: str) -> list:
     """Experiments sorted by `KEY` or `KEY-desc` (stable; missing values last either way)."""
     text = key.strip() if isinstance(key, str) else ""
     descending = text.lower().endswith("-desc")
@@ -179,7 +177,7 @@ def sort_experiments(experiments: Iterable[Experiment], key: str) -> list:
     return [e for _, e in keyed]
 
 
-def value_of(experiment: Experiment, name: str) -> tuple[bool, Any]:
+def value_of(experiment: ExperimentRecord, name: str) -> tuple[bool, Any]:
     """(True, value) of a filter/sort name for one experiment, or (False, None) if it has none."""
     name = ALIASES.get(name, name)
     if name in BUILTINS:
@@ -192,7 +190,7 @@ def value_of(experiment: Experiment, name: str) -> tuple[bool, Any]:
     return found if found[0] else _metric(experiment, name)
 
 
-def available_names(experiments: Iterable[Experiment]) -> list[str]:
+def available_names(experiments: Iterable[ExperimentRecord]) -> list[str]:
     """Names a filter or sort can use: built-ins, then params, then metrics, each sorted.
 
     A param or metric hidden by a name before it (a param called "step", a metric that is also
@@ -308,7 +306,7 @@ def _offset(zone: str) -> dt.timezone:
 # --- looking values up ---
 
 
-def _builtin(experiment: Experiment, name: str) -> tuple[bool, Any]:
+def _builtin(experiment: ExperimentRecord, name: str) -> tuple[bool, Any]:
     if name == "step":
         for checkpoint in (experiment.best(), experiment.latest()):
             if checkpoint is not None and checkpoint.step is not None:
@@ -320,12 +318,12 @@ def _builtin(experiment: Experiment, name: str) -> tuple[bool, Any]:
     return (value is not None, value)
 
 
-def _param(experiment: Experiment, name: str) -> tuple[bool, Any]:
+def _param(experiment: ExperimentRecord, name: str) -> tuple[bool, Any]:
     params = experiment.params or {}
     return (True, params[name]) if name in params else _MISSING
 
 
-def _metric(experiment: Experiment, name: str) -> tuple[bool, Any]:
+def _metric(experiment: ExperimentRecord, name: str) -> tuple[bool, Any]:
     # best() and latest() come from the listing's summary: the checkpoint list stays unread.
     for checkpoint in (experiment.best(), experiment.latest()):
         if checkpoint is not None and checkpoint.metrics and name in checkpoint.metrics:
@@ -333,7 +331,7 @@ def _metric(experiment: Experiment, name: str) -> tuple[bool, Any]:
     return _MISSING
 
 
-def _names(experiments: list[Experiment]) -> tuple[set[str], set[str]]:
+def _names(experiments: list[ExperimentRecord]) -> tuple[set[str], set[str]]:
     params: set[str] = set()
     metrics: set[str] = set()
     for experiment in experiments:
@@ -344,7 +342,7 @@ def _names(experiments: list[Experiment]) -> tuple[set[str], set[str]]:
     return params, metrics
 
 
-def _check_names(names: list[str], experiments: list[Experiment]) -> None:
+def _check_names(names: list[str], experiments: list[ExperimentRecord]) -> None:
     """InvalidArgument for a name no experiment has (nothing to check without experiments)."""
     unknown = [n for n in names if n not in BUILTINS]
     if not unknown or not experiments:
@@ -364,7 +362,7 @@ def _check_names(names: list[str], experiments: list[Experiment]) -> None:
             _unknown(f"no built-in field, param or metric is called {name!r}", name, experiments)
 
 
-def _unknown(message: str, name: str, experiments: list[Experiment]) -> None:
+def _unknown(message: str, name: str, experiments: list[ExperimentRecord]) -> None:
     names = available_names(experiments)
     close = difflib.get_close_matches(name, names, n=1)
     shown = ", ".join(names[:_MAX_NAMES_SHOWN])

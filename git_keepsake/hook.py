@@ -29,8 +29,8 @@ def hook_text() -> str:
 
 def hooks_dir(work_dir: Path) -> Path:
     """Where git looks for hooks: core.hooksPath if set, and a worktree's common folder."""
+    from .errors import GitError
     from .git.remote import run_git
-    from .git.repo import GitError
 
     try:
         out = run_git(work_dir, "rev-parse", "--git-path", "hooks").strip()
@@ -105,14 +105,14 @@ def _write(path: Path, text: str) -> None:
 
 def pre_push(remote: str, url: str) -> None:
     """What the hook runs: push experiments along with the branch, never stopping it."""
-    from .project import Project
     from .sharing import push
+    from .workspace import Workspace
 
     def say(line: str) -> None:
         print(f"git-keepsake: {line}", file=sys.stderr, flush=True)
 
     try:
-        pushed = push(Project(directory=Path.cwd()), remote or url)
+        pushed = push(Workspace(directory=Path.cwd()), remote or url)
     except Exception as e:  # a bug too: the branch push must not pay for it
         reason = e.message if isinstance(e, KeepsakeError) else f"{type(e).__name__}: {e}"
         say(f"experiments were not pushed to {remote}: {reason}")

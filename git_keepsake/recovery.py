@@ -11,27 +11,17 @@ a tarball that was never written.
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from .repository import Repository
+from .records import ExperimentRecord, GitInfo
 from .storage import open_storage
-from .writer import (
-    JOB_FILE,
-    JOURNAL,
-    LOCK_FILE,
-    discard_session,
-    lock_session,
-    read_journal,
-    upload_staged,
-)
-
-if TYPE_CHECKING:
-    from .project import Project
+from .store.journal import discard_session, orphaned_sessions, read_journal, staged_jobs
+from .store.layout import Repository
+from .store.publish import Publication
+from .store.writer import upload_staged
+from .workspace import Workspace
 
 
 @dataclass
@@ -52,38 +42,26 @@ class Recovered:
         return text
 
 
-def recover(project: Project) -> list[Recovered]:
+def recover(workspace: Workspace) -> list[Recovered]:
     """Finish every orphaned session of the project. A storage error stops at the session it
     happened in, which stays for the next try."""
-    root = project.state_dir / "staging"
-    own = project.writer.session
     out: list[Recovered] = []
-    for session in sorted(root.iterdir()) if root.is_dir() else ():
-        if session == own or session.name.startswith("."):
-            continue  # ours, or being discarded
-        fd = lock_session(session)
-        if fd is None:
-            continue  # its process is alive (or it is just being made, or gone)
+    root = workspace.state_dir / "staging"
+    for session, fd in orphaned_sessions(root, workspace.writer.session):
         try:
-            out += _recover_session(project, session)
+            out += _recover_session(workspace, session)
             discard_session(session)
         finally:
             os.close(fd)
     return out
 
 
-def _recover_session(project: Project, session: Path) -> list[Recovered]:
+def _recover_session(workspace: Workspace, session: Path) -> list[Recovered]:
     journaled = read_journal(session)
-    repositories = _Repositories(project)
+    repositories = _Repositories(workspace)
     uploaded: dict[str, str] = {}  # object id -> what, uploaded now
     lost: dict[str, str] = {}
-    for staged in sorted(session.iterdir()):
-        if staged.name in (LOCK_FILE, JOURNAL) or not staged.is_dir():
-            continue
-        if not (staged / JOB_FILE).is_file():  # killed while copying: the call never returned
-            shutil.rmtree(staged, ignore_errors=True)
-            continue
-        job = json.loads((staged / JOB_FILE).read_text())
+    for staged, job in staged_jobs(session):
         what = f"{job['kind'][:-1]} {job['id'][:7]}"
         if not all((staged / "files" / rel).is_file() for rel in job["files"]):
             lost[job["id"]] = what
@@ -92,7 +70,7 @@ def _recover_session(project: Project, session: Path) -> list[Recovered]:
         upload_staged(repositories.of(head), job["kind"], job["id"], staged, job["files"])
         uploaded[job["id"]] = what
     return [
-        _write_experiment(project, repositories.of(head), head, checkpoints, uploaded, lost)
+        _write_experiment(workspace, repositories.of(head), head, checkpoints, uploaded, lost)
         for head, checkpoints in journaled.values()
     ]
 
@@ -102,44 +80,39 @@ class _Repositories:
     recovered from the repository root (the pre-push hook) may belong to a project in a
     subfolder with a keepsake.yaml of its own."""
 
-    def __init__(self, project: Project):
-        self._project = project
+    def __init__(self, workspace: Workspace):
+        self._workspace = workspace
         self._open: dict[str, Repository] = {}
 
     def of(self, head: dict | None) -> Repository:
         url = ((head or {}).get("config") or {}).get("repository")
-        project = self._project
-        if not url or url == project.repository.url:
-            return project.repository
+        workspace = self._workspace
+        if not url or url == workspace.repository.url:
+            return workspace.repository
         if url not in self._open:
-            self._open[url] = Repository(open_storage(url, project.directory))
+            self._open[url] = Repository(open_storage(url, workspace.directory))
         return self._open[url]
 
 
 def _write_experiment(
-    project: Project,
+    workspace: Workspace,
     repository: Repository,
     data: dict,
     checkpoints: list[dict],
     uploaded: dict[str, str],
     lost: dict[str, str],
 ) -> Recovered:
-    from .experiment import Experiment
-
     for checkpoint in checkpoints:
         if checkpoint["id"] in lost:
             checkpoint["path"] = ""  # its metrics stay; nothing points at a missing tarball
-    experiment = Experiment.from_json(project, {**data, "checkpoints": checkpoints or None})
-    ids = {experiment.id, *(c["id"] for c in checkpoints)}
-    text = experiment._stored_json()
-    repository.write_experiment(experiment.id, text)
-    git, info = project.git, data.get("git") or {}
-    if git is not None and info.get("snapshot"):
-        experiment._git = git
-        experiment._git_metadata = git.metadata_ref(experiment.id)
-        experiment._note_due = True
-        experiment._record_in_git(text)
+    experiment = ExperimentRecord.from_json(None, {**data, "checkpoints": checkpoints or None})
+    git = workspace.git
+    info: GitInfo | None = experiment.git
+    in_git = git.metadata_ref(experiment.id) if git is not None and info is not None else None
+    publication = Publication(repository, git, experiment.id, info, in_git)
+    publication.publish(experiment, experiment.encode(), note=True)
     repository.delete_heartbeat(experiment.id)  # it is not running
+    ids = {experiment.id, *(c["id"] for c in checkpoints)}
     return Recovered(
         experiment.id,
         checkpoints=len(checkpoints),

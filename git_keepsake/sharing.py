@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING
 
 from .errors import ConfigError, KeepsakeError, StorageError
 from .git import remote as git_remote
-from .git.notes import NOTES_REF
+from .git.refs import NOTES_REF, fetched_notes_ref
+from .recovery import Recovered, recover
+from .store.publish import rebuild_notes
+from .workspace import Workspace
 
 if TYPE_CHECKING:
     from .git.repo import GitRepo
-    from .project import Project
-    from .recovery import Recovered
 
 PUSH_ATTEMPTS = 3
 
@@ -40,21 +41,25 @@ class Pushed:
     notes_problem: str | None = None  # why the notes were not pushed
 
 
-def pull(project: Project, remote: str) -> Pulled:
+def pull(project: Workspace, remote: str) -> Pulled:
     git = _git(project, remote)
     git_remote.fetch(project.directory, remote)
-    created, updated = git.adopt_fetched(git_remote.fetched_prefix(remote))
+    created, updated = git.adopt_fetched(remote)
     pulled = Pulled(created, updated)
     try:
-        project.catalog.rebuild_notes()  # the listing it needs reads blob storage too
+        notes_from_refs(project, git)  # the listing it needs reads blob storage too
     except StorageError as e:
         pulled.notes_problem = e.message
     return pulled
 
 
-def push(project: Project, remote: str) -> Pushed:
-    from .recovery import recover
+def notes_from_refs(project: Workspace, git: GitRepo) -> int:
+    """Rebuild the notes from the experiments in git: they are a view of the refs."""
+    catalog = project.catalog
+    return rebuild_notes(git, catalog.list(), set(catalog.metadata_refs()))
 
+
+def push(project: Workspace, remote: str) -> Pushed:
     git = _git(project, remote)
     pushed = Pushed(0)
     try:
@@ -64,7 +69,7 @@ def push(project: Project, remote: str) -> Pushed:
     for attempt in range(1, PUSH_ATTEMPTS + 1):
         pulled = pull(project, remote)
         pushed.notes_problem = pulled.notes_problem  # then the refs go, the notes next time
-        lease = git.ref_target(git_remote.fetched_prefix(remote) + "notes/keepsake")
+        lease = git.ref_target(fetched_notes_ref(remote))
         notes = not pulled.notes_problem and git.ref_target(NOTES_REF) is not None
         try:
             git_remote.push(project.directory, remote, lease, push_notes=notes)
@@ -76,7 +81,7 @@ def push(project: Project, remote: str) -> Pushed:
     return pushed
 
 
-def _git(project: Project, remote: str) -> GitRepo:
+def _git(project: Workspace, remote: str) -> GitRepo:
     git = project.git
     if git is None:
         raise ConfigError(

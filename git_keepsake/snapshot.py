@@ -6,8 +6,11 @@ import os
 import posixpath
 import re
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 from pathspec.patterns.gitignore.spec import GitIgnoreSpecPattern
+
+from .config import find_git_dir
 
 __all__ = ["IgnoreRules", "list_files", "walk_files"]
 
@@ -220,41 +223,6 @@ def _read_patterns(path: str, base: str) -> _PatternList | None:
     return patterns if patterns else None
 
 
-def _find_git(start: str) -> tuple[str, str] | None:
-    """(work tree root, common git dir) of the repository holding `start`, found without git."""
-    folder = start
-    while True:
-        dot_git = os.path.join(folder, ".git")
-        git_dir = None
-        if os.path.isdir(dot_git):
-            git_dir = dot_git
-        elif os.path.isfile(dot_git):
-            # Linked worktrees and submodules: `.git` is a file "gitdir: <path>".
-            try:
-                with open(dot_git, encoding="utf-8", errors="surrogateescape") as f:
-                    text = f.read().strip()
-            except OSError:
-                text = ""
-            if text.startswith("gitdir:"):
-                git_dir = os.path.join(folder, text[len("gitdir:") :].strip())
-        if git_dir is not None:
-            return folder, _common_dir(git_dir)
-        parent = os.path.dirname(folder)
-        if parent == folder:
-            return None
-        folder = parent
-
-
-def _common_dir(git_dir: str) -> str:
-    """The git dir shared by all worktrees: a linked worktree's info/exclude lives there."""
-    try:
-        with open(os.path.join(git_dir, "commondir"), encoding="utf-8") as f:
-            common = f.read().strip()
-    except OSError:
-        return git_dir
-    return os.path.normpath(os.path.join(git_dir, common))
-
-
 def _normalize(relpath: str) -> str:
     """A project-relative posix path in canonical form ("" for the project itself).
 
@@ -317,11 +285,11 @@ class IgnoreRules:
     def for_project(cls, project_dir: str | os.PathLike) -> IgnoreRules:
         """Rules for a project, finding its git work tree (if any) by walking up from it."""
         real = os.path.realpath(os.fspath(project_dir))
-        found = _find_git(real)
+        found = find_git_dir(Path(real))
         if found is None:
             return cls(real)
         work_tree, common = found
-        return cls(real, work_tree=work_tree, common_git_dir=common)
+        return cls(real, work_tree=str(work_tree), common_git_dir=str(common))
 
     def is_keepsake_ignored(self, relpath: str) -> bool:
         """Whether .keepsakeignore (or a built-in skip) keeps a file out, whatever git says.

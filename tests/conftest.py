@@ -56,9 +56,9 @@ def hermetic(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("GCE_METADATA_HOST", "127.0.0.1:9")
     monkeypatch.setenv("GCE_METADATA_IP", "127.0.0.1:9")
     yield
-    from git_keepsake import experiment
+    from git_keepsake import runtime
 
-    for running in list(experiment._running):
+    for running in list(runtime.running):
         running.stop()
 
 

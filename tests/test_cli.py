@@ -262,7 +262,7 @@ def test_show_experiment_in_git(three, run, git_project):
     head = git("rev-parse", "HEAD", cwd=git_project).strip()
     assert code == 0
     assert f"Commit:   {head} (main)" in out
-    assert f"Snapshot: {three[1]._extra['git']['snapshot']}" in out
+    assert f"Snapshot: {three[1].git.snapshot}" in out
     table = out.split("Checkpoints\n")[1].splitlines()
     assert table[0].split() == ["ID", "STEP", "CREATED", "PATH", "ACCURACY", "LOSS"]
     assert table[2].startswith("*  " + three[1].best().short_id())

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import git_keepsake as keepsake
+from git_keepsake.sharing import notes_from_refs
 from tests.conftest import git
 
 EXPERIMENTS = "refs/keepsake/experiments/"
@@ -101,7 +102,7 @@ def test_git_fields_in_the_experiment_json(git_project):
 def test_clean_tree_is_not_dirty(git_project):
     experiment = keepsake.init(path=".")
     experiment.stop()
-    assert experiment._extra["git"]["dirty"] is False
+    assert experiment.git.dirty is False
     ref = EXPERIMENTS + experiment.id
     assert git("rev-parse", ref + "^{tree}", cwd=git_project) == git(
         "rev-parse", "HEAD^{tree}", cwd=git_project
@@ -244,7 +245,7 @@ def test_bad_size_limit_is_a_clear_error(git_project):
 
 @pytest.mark.parametrize("value, expected", [(123, 123), ("20MB", 20_000_000), ("1 MiB", 2**20)])
 def test_size_limit_units(value, expected):
-    from git_keepsake.project import parse_size
+    from git_keepsake.config import parse_size
 
     assert parse_size(value, Path("keepsake.yaml")) == expected
 
@@ -260,8 +261,8 @@ def test_repository_without_commits(project):
     ref = EXPERIMENTS + experiment.id
     assert git("rev-list", "--count", ref, cwd=project).strip() == "1"  # no parent
     assert "train.py" in tree_files(project, ref)
-    assert experiment._extra["git"]["commit"] is None
-    assert experiment._extra["git"]["branch"] == "main"
+    assert experiment.git.commit is None
+    assert experiment.git.branch == "main"
     assert [e.id for e in keepsake.experiments.list()] == [experiment.id]
 
 
@@ -270,8 +271,8 @@ def test_detached_head(git_project):
     git("checkout", "-q", "--detach", cwd=git_project)
     experiment = keepsake.init(path=".")
     experiment.stop()
-    assert experiment._extra["git"]["commit"] == head
-    assert experiment._extra["git"]["branch"] is None
+    assert experiment.git.commit == head
+    assert experiment.git.branch is None
     assert git("rev-parse", EXPERIMENTS + experiment.id + "^", cwd=git_project).strip() == head
 
 
@@ -284,7 +285,7 @@ def test_linked_worktree(git_project, tmp_path, monkeypatch):
     experiment.stop()
     # Refs live in the shared repository: visible from the main work tree too.
     assert refs(git_project, EXPERIMENTS) == [EXPERIMENTS + experiment.id]
-    assert experiment._extra["git"]["branch"] == "feature"
+    assert experiment.git.branch == "feature"
     assert tree_files(linked, EXPERIMENTS + experiment.id)["train.py"] == "print('feature work')\n"
 
 
@@ -311,7 +312,7 @@ def test_outside_git_uses_blob_storage_only(project):
     (project / "train.py").write_text("print(1)\n")
     experiment = keepsake.init(path=".")
     experiment.stop()
-    assert "git" not in experiment._extra
+    assert experiment.git is None
     assert [e.id for e in keepsake.experiments.list()] == [experiment.id]
 
 
@@ -363,7 +364,8 @@ def test_notes_are_rebuilt_from_the_refs(git_project):
     second.stop()
     git("update-ref", "-d", "refs/notes/keepsake", cwd=git_project)
 
-    assert keepsake.Project().catalog.rebuild_notes() == 1
+    project = keepsake.Project()
+    assert notes_from_refs(project, project.git) == 1
     note = git("notes", "--ref=keepsake", "show", "HEAD", cwd=git_project)
     assert note.splitlines() == [
         f"keepsake experiment {first.short_id()}: lr=0.1; best loss=0.3 at step 0",

@@ -71,7 +71,7 @@ def test_rewriting_keepsake_metadata_is_byte_identical(fixture_project):
         raw = (
             fixture_project / ".keepsake" / "metadata" / "experiments" / f"{experiment.id}.json"
         ).read_text()
-        assert experiment._stored_json() == raw
+        assert experiment.encode() == raw
 
 
 def test_show_json_outputs_agree(fixture_project):

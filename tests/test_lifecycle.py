@@ -72,7 +72,7 @@ def test_repository_is_kept_out_of_git(git_project):
 
 def test_storage_failure_warns_and_training_goes_on(project, monkeypatch, capfd):
     monkeypatch.setenv("GIT_KEEPSAKE_STRICT", "0")
-    monkeypatch.setattr("git_keepsake.writer.RETRY_DELAYS", (0.01,))
+    monkeypatch.setattr("git_keepsake.store.writer.RETRY_DELAYS", (0.01,))
     experiment = keepsake.init()
     experiment.flush()
     storage = experiment._project.repository.storage
@@ -89,7 +89,7 @@ def test_storage_failure_warns_and_training_goes_on(project, monkeypatch, capfd)
 
 
 def test_storage_failure_raises_in_strict_mode(project, monkeypatch):
-    monkeypatch.setattr("git_keepsake.writer.RETRY_DELAYS", (0.01,))
+    monkeypatch.setattr("git_keepsake.store.writer.RETRY_DELAYS", (0.01,))
     experiment = keepsake.init(disable_heartbeat=True)
     experiment.flush()
     storage = experiment._project.repository.storage
@@ -109,7 +109,7 @@ def test_metadata_is_never_ahead_of_tarballs(project, monkeypatch):
     """While tarballs are slow, the metadata file names only checkpoints already stored."""
     import threading
 
-    from git_keepsake import writer
+    from git_keepsake.store import writer
 
     (project / "model.pth").write_bytes(b"w")
     gate = threading.Event()

@@ -19,7 +19,7 @@ from tests.conftest import keepsake_cli, run_script
 KILLED = textwrap.dedent(
     """
     import os, signal, threading, git_keepsake as keepsake
-    from git_keepsake import writer
+    from git_keepsake.store import writer
     writer.Writer._run = lambda self: threading.Event().wait()
     experiment = keepsake.init(path="train.py", params={"lr": 0.1}, disable_heartbeat=True)
     for step in (1, 2):

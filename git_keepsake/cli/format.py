@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..checkpoint import Checkpoint
+    from ..records import GitInfo
 
 METRICS_IN_CELL = 60  # characters of metrics shown in an ls cell before "..."
 
@@ -104,11 +105,11 @@ def checkpoint_cell(checkpoint: Checkpoint | None, cache: dict[str, str] | None 
     return f"{checkpoint.short_id()} ({inner})" if inner else checkpoint.short_id()
 
 
-def commit_cell(info: dict[str, Any] | None) -> str:
+def commit_cell(info: GitInfo | None) -> str:
     """`a1b2c3d main` (`*` when there were uncommitted changes) for an ls column."""
-    if not info or (info.get("imported") and not info.get("commit")):
+    if info is None or info.recorded_outside_git:
         return ""  # recorded outside git: there is no commit to name
-    commit = (info.get("commit") or "")[:7] or "(none)"
-    dirty = "*" if info.get("dirty") else ""
-    branch = info.get("branch") or "(detached)"
+    commit = (info.commit or "")[:7] or "(none)"
+    dirty = "*" if info.dirty else ""
+    branch = info.branch or "(detached)"
     return f"{commit}{dirty} {branch}"

@@ -101,14 +101,14 @@ def _run(app: App, as_json, quiet, all_params, filters, sort, limit) -> None:
 
 def ls_json(experiment: Experiment) -> dict[str, Any]:
     """Keepsake 0.4.2's `ls --json` object, plus status and the git fields."""
-    from ..metadata import format_time, to_wire
+    from ..metadata import to_wire
 
     best, latest = experiment.best(), experiment.latest()
     running = experiment.is_running()
     return to_wire(
         {
             "id": experiment.id,
-            "created": experiment._created_text or format_time(experiment.created),
+            "created": experiment.created_text,
             "params": experiment.params or {},
             "command": experiment.command or "",
             "num_checkpoints": experiment.checkpoint_count(),
@@ -118,7 +118,7 @@ def ls_json(experiment: Experiment) -> dict[str, Any]:
             "host": experiment.host or "",
             "running": running,
             "status": "running" if running else "stopped",
-            "git": experiment._extra.get("git"),
+            "git": experiment.git.to_json() if experiment.git else None,
         }
     )
 
@@ -155,7 +155,7 @@ def shown_params(experiments: list[Experiment], all_params: bool) -> list[str]:
 
 def render_table(app: App, experiments: list[Experiment], all_params: bool = False) -> str:
     params = shown_params(experiments, all_params)
-    with_git = any(e._extra.get("git") for e in experiments)
+    with_git = any(e.git for e in experiments)
     users = _differing([e.user for e in experiments])
     hosts = _differing([e.host for e in experiments])
     headers = ["EXPERIMENT", "STARTED", "STATUS"]
@@ -171,7 +171,7 @@ def render_table(app: App, experiments: list[Experiment], all_params: bool = Fal
             "running" if e.is_running() else "stopped",
         ]
         if with_git:
-            row.append(commit_cell(e._extra.get("git")))
+            row.append(commit_cell(e.git))
         if users:
             row.append(e.user or "")
         if hosts:

@@ -48,7 +48,7 @@ def show_json(found: Experiment | Checkpoint) -> dict[str, Any]:
     if isinstance(found, Experiment):
         return to_wire({**found.to_json(), "params": found.params or {}})
     experiment = found.experiment
-    head = experiment._head_json()
+    head = experiment.head_json()
     return to_wire({**found.to_json(), "experiment": {**head, "params": experiment.params or {}}})
 
 
@@ -66,19 +66,19 @@ def experiment_sections(app: App, experiment: Experiment, with_id: bool = False)
             ("Path", experiment.path or "(no snapshot)"),
         ],
     )
-    git = experiment._extra.get("git")
-    if git:
-        head = git.get("commit") or "(no commits yet)"
-        state = [git.get("branch") or "detached HEAD"]
-        if git.get("dirty"):
+    git = experiment.git
+    if git is not None:
+        head = git.commit or "(no commits yet)"
+        state = [git.branch or "detached HEAD"]
+        if git.dirty:
             state.append("with uncommitted changes")
         commit = f"{head} ({', '.join(state)})"
-        if git.get("imported") and not git.get("commit"):
+        if git.recorded_outside_git:
             commit = "(recorded outside git; `sync` made the snapshot from its tarball)"
         pairs = [("Commit", commit)]
-        pairs.append(("Snapshot", git.get("snapshot") or ""))
-        if git.get("remote"):
-            pairs.append(("Remote", git["remote"]))
+        pairs.append(("Snapshot", git.snapshot or ""))
+        if git.remote:
+            pairs.append(("Remote", git.remote))
         lines += ["", app.bold("Git"), *fields(pairs)]
     params = experiment.params or {}
     lines += ["", app.bold("Params")]

@@ -10,8 +10,7 @@ from collections.abc import Callable
 import pygit2
 
 from ..errors import InvalidArgument, KeepsakeError, NotFound
-
-NOTES_REF = "refs/notes/keepsake"
+from .refs import NOTES_REF
 
 _PARAMS_MAX = 200
 _HEX = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")  # SHA-1, or SHA-256

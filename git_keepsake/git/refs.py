@@ -1,4 +1,5 @@
-"""The ref namespaces, and reading refs straight from the files (no pygit2 import).
+"""Every ref name git-keepsake uses (one module owns them all), the `ExperimentRef` value object
+that prints and parses them, and reading refs straight from the files (no pygit2 import).
 
 `git keepsake ls` with a warm cache needs nothing from git but the metadata refs' targets:
 reading `packed-refs` and the loose ref files is a few milliseconds for 10,000 refs, while
@@ -7,12 +8,83 @@ importing pygit2 alone costs about 50 ms. Anything else goes through `repo.py`.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
-EXPERIMENTS_REFS = "refs/keepsake/experiments/"
-METADATA_REFS = "refs/keepsake/metadata/"
+NAMESPACE = "refs/keepsake/"
+EXPERIMENTS_REFS = NAMESPACE + "experiments/"  # -> the snapshot commit, written once
+METADATA_REFS = NAMESPACE + "metadata/"  # -> the metadata commit, moved as checkpoints arrive
+NOTES_REF = "refs/notes/keepsake"
+# A remote's refs are fetched aside, under FETCHED + <remote>/ (see git/remote.py).
+FETCHED = "refs/keepsake-fetched/"
+KINDS = ("experiments", "metadata")
 _HEX = frozenset("0123456789abcdef")
+
+
+@dataclass(frozen=True)
+class ExperimentRef:
+    """One of an experiment's two refs, here or as fetched from a remote (in the manner of
+    DVC's ExpRefInfo): `str()` gives the ref name, `from_ref()` reads one back.
+
+        refs/keepsake/<kind>/<id>
+        refs/keepsake-fetched/<remote>/keepsake/<kind>/<id>
+    """
+
+    kind: str  # "experiments" (the snapshot commit) or "metadata"
+    experiment_id: str
+    remote: str | None = None  # fetched from this remote (see fetched_prefix), else local
+
+    def __str__(self) -> str:
+        base = fetched_prefix(self.remote) + "keepsake/" if self.remote else NAMESPACE
+        return f"{base}{self.kind}/{self.experiment_id}"
+
+    @classmethod
+    def snapshot(cls, experiment_id: str) -> ExperimentRef:
+        return cls("experiments", experiment_id)
+
+    @classmethod
+    def metadata(cls, experiment_id: str) -> ExperimentRef:
+        return cls("metadata", experiment_id)
+
+    @classmethod
+    def from_ref(cls, name: str) -> ExperimentRef | None:
+        """The ref `name` names, or None if it is not an experiment ref."""
+        remote = None
+        if name.startswith(FETCHED):
+            remote, sep, rest = name[len(FETCHED) :].partition("/keepsake/")
+            if not sep:
+                return None
+        elif name.startswith(NAMESPACE):
+            rest = name[len(NAMESPACE) :]
+        else:
+            return None
+        kind, _, experiment_id = rest.partition("/")
+        if kind not in KINDS or not experiment_id or "/" in experiment_id:
+            return None
+        return cls(kind, experiment_id, remote)
+
+    def local(self) -> ExperimentRef:
+        """The same ref in this repository's own namespace."""
+        return ExperimentRef(self.kind, self.experiment_id)
+
+    @property
+    def is_metadata(self) -> bool:
+        return self.kind == "metadata"
+
+
+def fetched_prefix(remote: str) -> str:
+    """Where a remote's refs are fetched to. `git push URL` names a URL, not a remote, and a
+    URL can't be part of a ref name: it stands there as a hash."""
+    if not re.fullmatch(r"[\w.-]+(/[\w.-]+)*", remote):
+        remote = "url-" + hashlib.sha1(remote.encode()).hexdigest()[:12]
+    return f"{FETCHED}{remote}/"
+
+
+def fetched_notes_ref(remote: str) -> str:
+    return fetched_prefix(remote) + "notes/keepsake"
 
 
 def read_refs(common_dir: Path, prefix: str) -> dict[str, str] | None:

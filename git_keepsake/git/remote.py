@@ -9,26 +9,15 @@ back to what was last pushed, and `--prune` would delete unpushed experiments (D
 
 from __future__ import annotations
 
-import hashlib
 import os
-import re
 import subprocess
 from pathlib import Path
 
-from .notes import NOTES_REF
-from .repo import GitError
+from ..errors import GitError
+from .refs import NAMESPACE, NOTES_REF, fetched_prefix
 
-FETCHED = "refs/keepsake-fetched/"
 # Set while keepsake runs git, so that the pre-push hook, if git runs it, does nothing.
 GUARD = "GIT_KEEPSAKE_PUSHING"
-
-
-def fetched_prefix(remote: str) -> str:
-    """Where a remote's refs are fetched to. `git push URL` names a URL, not a remote, and a
-    URL can't be part of a ref name: it stands there as a hash."""
-    if not re.fullmatch(r"[\w.-]+(/[\w.-]+)*", remote):
-        remote = "url-" + hashlib.sha1(remote.encode()).hexdigest()[:12]
-    return f"{FETCHED}{remote}/"
 
 
 def fetch(work_dir: Path, remote: str) -> None:
@@ -41,7 +30,7 @@ def fetch(work_dir: Path, remote: str) -> None:
         "--no-tags",
         "--prune",
         remote,
-        f"+refs/keepsake/*:{into}keepsake/*",
+        f"+{NAMESPACE}*:{into}keepsake/*",
         f"+{NOTES_REF}*:{into}notes/keepsake*",  # a glob: no error when there are no notes
     )
 
@@ -50,7 +39,7 @@ def push(work_dir: Path, remote: str, notes_lease: str | None, push_notes: bool)
     """Every refs/keepsake/* ref (forced: each is owned by the one process that records it),
     and the notes if `push_notes`, only if the remote's still point at `notes_lease` (None:
     it has none), since the notes are shared by everyone who pushes."""
-    args = ["push", "--quiet", "--no-verify", remote, "+refs/keepsake/*:refs/keepsake/*"]
+    args = ["push", "--quiet", "--no-verify", remote, f"+{NAMESPACE}*:{NAMESPACE}*"]
     if push_notes:
         args[3:3] = [f"--force-with-lease={NOTES_REF}:{notes_lease or ''}"]
         args.append(f"{NOTES_REF}:{NOTES_REF}")

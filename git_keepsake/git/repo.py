@@ -34,8 +34,8 @@ from pathlib import Path
 
 import pygit2
 
-from ..errors import KeepsakeError
-from .refs import EXPERIMENTS_REFS, METADATA_REFS
+from ..errors import GitError
+from .refs import METADATA_REFS, NAMESPACE, ExperimentRef, fetched_prefix
 
 METADATA_FILE = ".keepsake/experiment.json"
 DEFAULT_MAX_FILE_SIZE = 5 * 1024 * 1024  # untracked files above this stay out of git
@@ -53,10 +53,6 @@ _CHANGED_IN_WORK_TREE = (
     | pygit2.enums.FileStatus.CONFLICTED
 )
 _DELETED_IN_WORK_TREE = pygit2.enums.FileStatus.WT_DELETED
-
-
-class GitError(KeepsakeError):
-    """A git operation failed; experiments are still recorded in blob storage."""
 
 
 def _git_errors(method):
@@ -99,18 +95,15 @@ class GitRepo:
         self._lock = threading.RLock()
 
     @classmethod
-    def open(cls, project_dir: Path, common_dir: Path) -> GitRepo | None:
-        """The repository whose work tree holds `project_dir`, or None outside git."""
+    def open(cls, project_dir: Path, work_tree: Path, common_dir: Path) -> GitRepo | None:
+        """The repository of the work tree `work_tree` (found by config.find_git_dir), which
+        holds `project_dir`; None if git can't open it."""
         try:
-            path = pygit2.discover_repository(str(project_dir))
-            if path is None:
-                return None
-            repo = pygit2.Repository(path)
+            repo = pygit2.Repository(str(work_tree))
         except pygit2.GitError:
             return None
         if repo.is_bare or not repo.workdir:
             return None
-        work_tree = Path(repo.workdir).resolve()
         if project_dir != work_tree and work_tree not in project_dir.parents:
             return None
         return cls(repo, project_dir, common_dir)
@@ -206,7 +199,7 @@ class GitRepo:
             commit = repo.create_commit(
                 None, signature, signature, message, tree, [pygit2.Oid(hex=head)] if head else []
             )
-            self._create_ref(EXPERIMENTS_REFS + experiment_id, commit)
+            self._create_ref(ExperimentRef.snapshot(experiment_id), commit)
             return Snapshot(str(commit), head, branch, dirty, left_out)
 
     @_git_errors
@@ -231,7 +224,7 @@ class GitRepo:
             parents = [pygit2.Oid(hex=parent)] if parent else []
             tree = tree_index.write_tree(repo)
             commit = repo.create_commit(None, signature, signature, message, tree, parents)
-            self._create_ref(EXPERIMENTS_REFS + experiment_id, commit)
+            self._create_ref(ExperimentRef.snapshot(experiment_id), commit)
             return str(commit)
 
     def _entry(
@@ -285,7 +278,7 @@ class GitRepo:
                 root.write(),
                 [snapshot_commit.id],
             )
-            self._swap_ref(METADATA_REFS + experiment_id, commit, expected)
+            self._swap_ref(ExperimentRef.metadata(experiment_id), commit, expected)
             return str(commit)
 
     @_git_errors
@@ -295,9 +288,8 @@ class GitRepo:
         with self._lock:
             out = {}
             for ref in self.repo.references.iterator():
-                name = ref.name
-                if name.startswith(METADATA_REFS):
-                    out[name[len(METADATA_REFS) :]] = str(ref.target)
+                if ref.name.startswith(METADATA_REFS):
+                    out[ref.name[len(METADATA_REFS) :]] = str(ref.target)
             return out
 
     @_git_errors
@@ -327,10 +319,6 @@ class GitRepo:
             except (ValueError, pygit2.GitError):
                 return False
 
-    def snapshot_tree(self, snapshot: str):
-        with self._lock:
-            return self.repo[snapshot].peel(pygit2.Tree)
-
     def pack_refs(self) -> None:
         """Pack loose refs (10,000 loose refs list 5-20x slower than packed); best effort."""
         with self._lock:
@@ -340,7 +328,7 @@ class GitRepo:
                 pass  # another process holds packed-refs.lock: it is packing anyway
 
     def loose_ref_count(self) -> int:
-        folder = self.common_dir / "refs" / "keepsake"
+        folder = self.common_dir / NAMESPACE.rstrip("/")
         if not folder.is_dir():
             return 0
         return sum(len(files) for _, _, files in os.walk(folder))
@@ -365,7 +353,9 @@ class GitRepo:
         first: a writer still running then fails its compare-and-swap instead of reviving it."""
         deleted = []
         with self._lock:
-            for name in (METADATA_REFS + experiment_id, EXPERIMENTS_REFS + experiment_id):
+            for name in map(
+                str, (ExperimentRef.metadata(experiment_id), ExperimentRef.snapshot(experiment_id))
+            ):
                 ref = self.repo.references.get(name)
                 if ref is not None:
                     ref.delete()
@@ -374,7 +364,7 @@ class GitRepo:
 
     def metadata_ref(self, experiment_id: str) -> str | None:
         """The metadata commit of one experiment, or None if it is not in git."""
-        return self.ref_target(METADATA_REFS + experiment_id)
+        return self.ref_target(str(ExperimentRef.metadata(experiment_id)))
 
     @_git_errors
     def ref_target(self, name: str) -> str | None:
@@ -384,26 +374,30 @@ class GitRepo:
             return str(ref.target) if ref is not None else None
 
     @_git_errors
-    def adopt_fetched(self, prefix: str) -> tuple[int, int]:
-        """Bring refs fetched under `prefix` + "keepsake/" into refs/keepsake/: a ref missing here
-        is created; a metadata ref that differs takes the newer commit (an experiment has one
-        writer, so its metadata only moves forward); a snapshot ref, written once, is kept.
+    def adopt_fetched(self, remote: str) -> tuple[int, int]:
+        """Bring the experiment refs fetched from `remote` into refs/keepsake/: a ref missing
+        here is created; a metadata ref that differs takes the newer commit (an experiment has
+        one writer, so its metadata only moves forward); a snapshot ref, written once, is kept.
         Returns how many experiments are new here, and how many moved forward."""
-        source = prefix + "keepsake/"
         created = updated = 0
+        prefix = fetched_prefix(remote)
         with self._lock:
-            fetched = [r for r in self.repo.references if r.startswith(source)]
-            for name in fetched:
-                local = "refs/keepsake/" + name[len(source) :]
-                theirs = self.repo.references[name].target
-                ours = self.repo.references.get(local)
+            fetched = [
+                ExperimentRef.from_ref(r) for r in self.repo.references if r.startswith(prefix)
+            ]
+            for ref in fetched:
+                if ref is None or fetched_prefix(ref.remote or "") != prefix:
+                    continue
+                local = ref.local()
+                theirs = self.repo.references[str(ref)].target
+                ours = self.repo.references.get(str(local))
                 try:
                     if ours is None:
                         self._create_ref(local, theirs)
-                        created += local.startswith(METADATA_REFS)
+                        created += local.is_metadata
                     elif (
                         ours.target != theirs
-                        and local.startswith(METADATA_REFS)
+                        and local.is_metadata
                         and self.repo[theirs].commit_time > self.repo[ours.target].commit_time
                     ):
                         self._swap_ref(local, theirs, str(ours.target))
@@ -498,11 +492,12 @@ class GitRepo:
         offset = (time.localtime(when).tm_gmtoff or 0) // 60
         return pygit2.Signature(name, email, int(when), offset)
 
-    def _create_ref(self, name: str, target: pygit2.Oid) -> None:
-        self._swap_ref(name, target, None)
+    def _create_ref(self, ref: ExperimentRef, target: pygit2.Oid) -> None:
+        self._swap_ref(ref, target, None)
 
-    def _swap_ref(self, name: str, target: pygit2.Oid, expected: str | None) -> None:
-        """Set ref `name` to `target` if it still points at `expected` (None: absent)."""
+    def _swap_ref(self, ref: ExperimentRef, target: pygit2.Oid, expected: str | None) -> None:
+        """Set `ref` to `target` if it still points at `expected` (None: absent)."""
+        name = str(ref)
         for attempt in range(50):
             try:
                 with self.repo.transaction() as txn:

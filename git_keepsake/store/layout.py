@@ -1,22 +1,28 @@
-"""The Keepsake repository layout (version 1) on top of any storage backend."""
+"""The Keepsake repository layout (version 1) on top of any storage backend: the only place
+that knows a key's name."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
-import sys
 import threading
 from pathlib import Path
 from typing import Any
 
-from . import metadata
-from .errors import CorruptRepository, IncompatibleRepository, NotFound
-from .storage import Storage
+from .. import metadata
+from ..errors import CorruptRepository, IncompatibleRepository, NotFound
+from ..storage import Storage
 
 FORMAT_VERSION = 1
 VERSION_KEY = "repository.json"
 EXPERIMENTS_PREFIX = "metadata/experiments/"
 HEARTBEATS_PREFIX = "metadata/heartbeats/"
+# The two kinds of tarball: experiments/<id>.tar.gz (init's path), checkpoints/<id>.tar.gz.
+EXPERIMENTS = "experiments"
+CHECKPOINTS = "checkpoints"
+# Keepsake 0.4.2 calls an experiment running while its heartbeat is younger than this.
+RUNNING_WINDOW = dt.timedelta(seconds=30)
 
 
 def experiment_metadata_key(experiment_id: str) -> str:
@@ -28,8 +34,22 @@ def heartbeat_key(experiment_id: str) -> str:
 
 
 def tarball_key(kind: str, object_id: str) -> str:
-    """kind is 'experiments' or 'checkpoints'."""
+    """kind is EXPERIMENTS or CHECKPOINTS."""
     return f"{kind}/{object_id}.tar.gz"
+
+
+def _id_of(key: str) -> str | None:
+    """The experiment ID in a `metadata/.../<id>.json` key; None for anything else."""
+    name = key.rsplit("/", 1)[-1]
+    if name.endswith(".json") and metadata.is_id(name[:-5]):
+        return name[:-5]
+    return None
+
+
+def is_alive(last_heartbeat: dt.datetime | None, now: dt.datetime | None = None) -> bool:
+    if last_heartbeat is None:
+        return False
+    return (now or metadata.now()) - last_heartbeat < RUNNING_WINDOW
 
 
 class Repository:
@@ -41,6 +61,16 @@ class Repository:
         self._version_checked = False
         self._has_version_file: bool | None = None  # None: not looked for yet
         self._lock = threading.Lock()
+
+    @property
+    def listing_has_versions(self) -> bool:
+        """Whether listing experiments gives their versions at no extra cost (a bucket)."""
+        return self.storage.listing_has_versions
+
+    @property
+    def concurrent(self) -> bool:
+        """Whether many reads at once are faster than one after another (a bucket)."""
+        return self.storage.concurrency > 1
 
     def check_version(self) -> None:
         """Refuse repositories from a newer format, and say clearly if repository.json is broken."""
@@ -94,12 +124,28 @@ class Repository:
         self.storage.put_bytes(experiment_metadata_key(experiment_id), text.encode())
 
     def experiment_ids(self) -> list[str]:
-        ids = []
-        for key in self.storage.list(EXPERIMENTS_PREFIX):
-            name = key.rsplit("/", 1)[-1]
-            if name.endswith(".json") and metadata.is_id(name[:-5]):
-                ids.append(name[:-5])
-        return ids
+        return [i for i in map(_id_of, self.storage.list(EXPERIMENTS_PREFIX)) if i is not None]
+
+    def experiment_versions(self, ids: set[str] | None = None) -> dict[str, str | None]:
+        """{experiment id: version of its metadata} (a token that changes whenever the file
+        does; None where the storage has none), for every experiment, or those in `ids`."""
+        out = {}
+        for key, version in self.storage.list_versions(EXPERIMENTS_PREFIX).items():
+            experiment_id = _id_of(key)
+            if experiment_id is not None and (ids is None or experiment_id in ids):
+                out[experiment_id] = version
+        return out
+
+    def experiment_bytes(self, experiment_id: str) -> bytes:
+        return self.storage.get_bytes(experiment_metadata_key(experiment_id))
+
+    def many_experiment_bytes(self, ids: list[str]) -> dict[str, bytes]:
+        """{id: raw metadata} of those that exist, fetched concurrently where that helps."""
+        keys = {experiment_metadata_key(i): i for i in ids}
+        return {keys[k]: raw for k, raw in self.storage.get_many(keys).items()}
+
+    def has_experiment(self, experiment_id: str) -> bool:
+        return self.storage.exists(experiment_metadata_key(experiment_id))
 
     def read_experiment(self, experiment_id: str) -> dict[str, Any]:
         key = experiment_metadata_key(experiment_id)
@@ -109,20 +155,15 @@ class Repository:
         except ValueError as e:
             raise CorruptRepository(f"{self.url}/{key} is not valid JSON: {e}") from e
 
-    def read_experiments(self) -> list[dict[str, Any]]:
-        """Every experiment's metadata; a corrupted file is reported and skipped, not fatal."""
-        out = []
-        for experiment_id in self.experiment_ids():
-            try:
-                out.append(self.read_experiment(experiment_id))
-            except CorruptRepository as e:
-                print(f"git-keepsake: warning: skipping {e}", file=sys.stderr)
-            except NotFound:
-                pass  # deleted while we listed
-        return out
+    def delete_experiment(self, experiment_id: str, tarballs: list[tuple[str, str]]) -> None:
+        """Delete an experiment's metadata first, so no reader sees it with its tarballs half
+        gone, then its heartbeat and `tarballs` ((kind, id) pairs), concurrently on a bucket."""
+        self.storage.delete_many([experiment_metadata_key(experiment_id)])
+        keys = [heartbeat_key(experiment_id), tarball_key(EXPERIMENTS, experiment_id)]
+        self.storage.delete_many(keys + [tarball_key(k, i) for k, i in tarballs])
 
-    def delete_experiment(self, experiment_id: str) -> None:
-        self.storage.delete(experiment_metadata_key(experiment_id))
+    def delete_tarballs(self, tarballs: list[tuple[str, str]]) -> None:
+        self.storage.delete_many([tarball_key(k, i) for k, i in tarballs])
 
     # --- heartbeats ---
 
@@ -139,18 +180,15 @@ class Repository:
         except NotFound:
             return None
 
+    def is_running(self, experiment_id: str) -> bool:
+        return is_alive(self.read_heartbeat(experiment_id))
+
     def alive_ids(self) -> set[str]:
         """Ids of experiments with a fresh heartbeat. Stopped experiments have no heartbeat
         file, so a listing reads only those of running (or crashed) ones, all at once."""
-        from .heartbeat import is_alive
-
-        keys = [
-            key
-            for key in self.storage.list(HEARTBEATS_PREFIX)
-            if key.endswith(".json") and metadata.is_id(key.rsplit("/", 1)[-1][:-5])
-        ]
+        keys = [key for key in self.storage.list(HEARTBEATS_PREFIX) if _id_of(key)]
         return {
-            key.rsplit("/", 1)[-1][:-5]
+            _id_of(key)  # type: ignore[misc]
             for key, raw in self.storage.get_many(keys).items()
             if is_alive(_heartbeat_time(raw))
         }
@@ -160,8 +198,17 @@ class Repository:
 
     # --- tarballs ---
 
-    def tarball_exists(self, kind: str, object_id: str) -> bool:
-        return self.storage.exists(tarball_key(kind, object_id))
+    def tarball_name(self, kind: str, object_id: str) -> str:
+        """How a tarball is named in messages: its key."""
+        return tarball_key(kind, object_id)
+
+    def is_remote(self, kind: str, object_id: str) -> bool:
+        """Whether reading the tarball means a download (it is not on local disk)."""
+        return self.storage.local_path(tarball_key(kind, object_id)) is None
+
+    def put_tarball(self, kind: str, object_id: str, produce, size_hint: int = 0) -> None:
+        """Store a tarball as `produce(file)` writes it (streamed; see Storage.put_stream)."""
+        self.storage.put_stream(tarball_key(kind, object_id), produce, size_hint=size_hint)
 
     def local_tarball(self, kind: str, object_id: str, download_dir: str | os.PathLike):
         """A local path to a tarball: the file itself on disk storage, else a download into

@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import sys
 import threading
 
-from . import metadata
-from .errors import KeepsakeError
-from .repository import Repository
+from .. import metadata
+from ..errors import KeepsakeError
+from ..runtime import warn
+from .layout import Repository
 
 INTERVAL_SECONDS = 5.0
-# Keepsake 0.4.2 calls an experiment running while its heartbeat is younger than this.
-RUNNING_WINDOW = dt.timedelta(seconds=30)
-
-
-def is_alive(last_heartbeat: dt.datetime | None, now: dt.datetime | None = None) -> bool:
-    if last_heartbeat is None:
-        return False
-    return (now or metadata.now()) - last_heartbeat < RUNNING_WINDOW
 
 
 class Heartbeat:
@@ -63,11 +54,7 @@ class Heartbeat:
                     except (OSError, KeepsakeError) as e:
                         if not self._warned:
                             self._warned = True
-                            print(
-                                f"git-keepsake: warning: heartbeat failed ({e}); training goes on",
-                                file=sys.stderr,
-                                flush=True,
-                            )
+                            warn(f"heartbeat failed ({e}); training goes on")
                 # New experiments get their first beat at once, the rest every `interval`.
                 self._wake.wait(self.interval if self._ids <= beaten else 0)
                 beaten &= self._ids

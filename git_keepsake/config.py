@@ -1,0 +1,94 @@
+"""keepsake.yaml, and finding a project's directory and git repository from a folder in it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+CONFIG_NAMES = ("keepsake.yaml", "keepsake.yml")
+CONFIG_KEYS = ("repository", "storage", "git_max_file_size")
+SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2}
+SIZE_UNITS |= {"mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gib": 1024**3}
+DEFAULT_REPOSITORY = "file://.keepsake"
+
+
+def find_config(start: Path) -> Path | None:
+    """keepsake.yaml or keepsake.yml in `start` or the nearest folder above it."""
+    for folder in (start, *start.parents):
+        for name in CONFIG_NAMES:
+            candidate = folder / name
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def find_git_dir(start: Path) -> tuple[Path, Path] | None:
+    """(work tree root, common git dir) of the git repository whose work tree holds `start`,
+    found without git itself (the one place that looks). `.git` may be a file (`gitdir: ...`)
+    in linked worktrees and submodules; the common dir, shared by all worktrees, holds refs/,
+    objects/ and info/."""
+    for folder in (start, *start.parents):
+        dot_git = folder / ".git"
+        if dot_git.is_dir():
+            return folder, _common_dir(dot_git)
+        if dot_git.is_file():
+            text = dot_git.read_text(errors="replace").strip()
+            if text.startswith("gitdir:"):
+                git_dir = (folder / text[len("gitdir:") :].strip()).resolve()
+                return folder, _common_dir(git_dir)
+    return None
+
+
+def _common_dir(git_dir: Path) -> Path:
+    commondir = git_dir / "commondir"
+    if commondir.is_file():
+        return (git_dir / commondir.read_text().strip()).resolve()
+    return git_dir
+
+
+def load_config(path: Path) -> dict[str, Any]:
+    import yaml  # only when there is a config file: keeps `import git_keepsake` light
+
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"{path} could not be read: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path} must be a mapping of settings", hint='e.g. repository: "file://.keepsake"'
+        )
+    unknown = sorted(str(k) for k in data if k not in CONFIG_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"{path} has unknown setting(s): {', '.join(unknown)}",
+            hint=f"known settings: {', '.join(CONFIG_KEYS)}",
+        )
+    for key, value in data.items():
+        if key == "git_max_file_size":
+            data[key] = parse_size(value, path)
+        elif not isinstance(value, str) or not value:
+            raise ConfigError(f"{path}: {key} must be a non-empty string, not {value!r}")
+    if "repository" in data and "storage" in data:
+        raise ConfigError(f"{path} sets both repository and storage; keep only repository")
+    return data
+
+
+def parse_size(value: Any, where: Path) -> int:
+    """A size in bytes from 5000000, "5MB", "20 MiB" or "500k"."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    text = str(value).strip().lower().replace(" ", "")
+    number = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = text[len(number) :]
+    try:
+        size = float(number) * SIZE_UNITS[unit]
+    except (ValueError, KeyError):
+        raise ConfigError(
+            f"{where}: git_max_file_size must be a size, not {value!r}",
+            hint='e.g. git_max_file_size: "20MB" (untracked files above it stay out of git)',
+        ) from None
+    if size < 0:
+        raise ConfigError(f"{where}: git_max_file_size must not be negative, not {value!r}")
+    return int(size)

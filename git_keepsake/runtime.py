@@ -1,0 +1,135 @@
+"""The recording process's policy: strict mode, stderr lines, the exit and at-fork handlers, and
+the guard that keeps keepsake from breaking a training script.
+
+Everything here is process-wide and owned once: the one `atexit` handler stops this process's
+running experiments and then waits for its writers, in that order, whatever was imported first;
+the one at-fork handler makes a forked child forget both (a data-loader worker must neither
+wait on writes only the parent will do, nor tidy away the parent's staging folder).
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import os
+import sys
+import weakref
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
+
+from .errors import InvalidArgument, KeepsakeError
+
+PREFIX = "git-keepsake"
+
+
+def strict() -> bool:
+    """GIT_KEEPSAKE_STRICT=1 turns warnings about failed writes into exceptions (the test suite
+    sets it), so a failure can't hide behind a line on stderr."""
+    return os.environ.get("GIT_KEEPSAKE_STRICT", "") not in ("", "0")
+
+
+def say(message: str) -> None:
+    """One line on stderr, for the user running the script."""
+    print(f"{PREFIX}: {message}", file=sys.stderr, flush=True)
+
+
+def warn(message: str) -> None:
+    say(f"warning: {message}")
+
+
+def warn_or_raise(error: KeepsakeError, consequence: str = "") -> None:
+    """A failure training survives: raised in strict mode, else one warning line."""
+    if strict():
+        raise error
+    warn(f"{error.message}{consequence}")
+
+
+# --- the guard around public recording calls ---
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def never_breaks_training(method: F) -> F:
+    """Keepsake should never break your training: a recording call that fails warns on stderr
+    and returns None, and the script goes on. Bad arguments (InvalidArgument, raised before
+    anything is written) still raise, as the README promises, and strict mode raises all."""
+
+    @functools.wraps(method)
+    def guarded(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except InvalidArgument:
+            raise
+        except (KeepsakeError, OSError) as e:
+            if strict():
+                raise
+            warn(f"{e}; training goes on")
+        except Exception as e:  # a bug of ours: the script must outlive it
+            if strict():
+                raise
+            warn(f"internal error in {method.__qualname__}: {e!r}; training goes on")
+        return None
+
+    return guarded  # type: ignore[return-value]
+
+
+# --- what this process records: stopped and flushed at exit, forgotten in a forked child ---
+
+
+class Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
+class Flushable(Protocol):
+    def flush(self, timeout: float | None = None) -> bool: ...
+
+    def close_session(self) -> None: ...
+
+    def report_interrupted(self) -> None: ...
+
+
+running: set[Stoppable] = set()  # experiments started here and not stopped yet
+writers: weakref.WeakSet = weakref.WeakSet()  # every background writer of this process
+_interrupted = False
+
+
+def interrupted() -> bool:
+    return _interrupted
+
+
+def interrupted_at_exit() -> None:
+    """Ctrl-C while exit waits for writes (an outage can make that long): stop waiting, and
+    let each writer say what it leaves staged."""
+    global _interrupted
+    if _interrupted:
+        return
+    _interrupted = True
+    for writer in list(writers):
+        writer.report_interrupted()
+
+
+def _at_exit() -> None:
+    """Stop every running experiment (each waits for its writes), then wait for whatever else
+    is queued and remove the session folders that are empty. Ctrl-C ends the wait."""
+    try:
+        for experiment in list(running):
+            try:
+                experiment.stop()
+            except KeyboardInterrupt:
+                raise
+            except Exception as e:  # exit must not turn into a traceback
+                warn(str(e))
+        for writer in list(writers):
+            writer.flush()
+            writer.close_session()
+    except KeyboardInterrupt:
+        interrupted_at_exit()
+
+
+def _in_forked_child() -> None:
+    running.clear()
+    writers.clear()
+
+
+atexit.register(_at_exit)
+os.register_at_fork(after_in_child=_in_forked_child)

@@ -1,0 +1,211 @@
+"""A project's resources, found and opened on first use: its directory and settings, its
+repository, its git repository, its staging writer and heartbeat, its catalog. Everything
+below the public API takes a Workspace; `Project` (the API's) is one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .catalog import Catalog
+from .config import CONFIG_NAMES, DEFAULT_REPOSITORY, find_config, find_git_dir, load_config
+from .errors import ConfigError
+from .records import ExperimentRecord
+from .storage import open_storage
+from .store.layout import Repository
+
+if TYPE_CHECKING:
+    from .git.repo import GitRepo
+    from .snapshot import IgnoreRules
+    from .store.heartbeat import Heartbeat
+    from .store.writer import Writer
+
+
+class Workspace:
+    """A codebase and the repository its experiments are recorded in.
+
+    Nothing is resolved until first used, so constructing one never fails or touches disk.
+    """
+
+    # What the catalog builds from metadata: `Project` sets the API's Experiment here.
+    experiment_type: type[ExperimentRecord] = ExperimentRecord
+
+    def __init__(self, repository: str | None = None, directory: str | os.PathLike | None = None):
+        self._repository_arg = repository
+        self._directory_arg = directory
+
+    @cached_property
+    def _resolved(self) -> tuple[Path, str, Path | None]:
+        """(project dir, repository URL, config file)."""
+        if self._directory_arg is not None:
+            directory = Path(self._directory_arg).resolve()
+            if not directory.is_dir():
+                raise ConfigError(f"project directory {directory} does not exist")
+            config = next((directory / n for n in CONFIG_NAMES if (directory / n).is_file()), None)
+        else:
+            cwd = Path.cwd().resolve()
+            config = find_config(cwd)
+            if config is not None:
+                directory = config.parent
+            else:
+                git = find_git_dir(cwd)
+                directory = git[0] if git else cwd
+        settings = load_config(config) if config else {}
+        url = (
+            self._repository_arg
+            or settings.get("repository")
+            or settings.get("storage")
+            or DEFAULT_REPOSITORY
+        )
+        self._settings = settings
+        return directory, url, config
+
+    @property
+    def directory(self) -> Path:
+        return self._resolved[0]
+
+    @property
+    def repository_url(self) -> str:
+        """The URL as configured (relative file:// URLs stay relative)."""
+        return self._resolved[1]
+
+    @cached_property
+    def repository(self) -> Repository:
+        try:
+            storage = open_storage(self.repository_url, self.directory)
+        except ConfigError as e:
+            where = self._resolved[2]
+            if where is not None and not self._repository_arg:
+                e.message = f"{where}: {e.message}"
+            raise
+        return Repository(storage)
+
+    @cached_property
+    def git(self) -> GitRepo | None:
+        """The git repository holding the project; None outside git (blob storage only)."""
+        if not self.git_dirs:
+            return None
+        from .git.repo import GitRepo
+
+        return GitRepo.open(self.directory, *self.git_dirs)
+
+    @property
+    def git_max_file_size(self) -> int:
+        from .git.repo import DEFAULT_MAX_FILE_SIZE
+
+        _ = self._resolved
+        return self._settings.get("git_max_file_size", DEFAULT_MAX_FILE_SIZE)
+
+    @cached_property
+    def catalog(self) -> Catalog:
+        git_dir = self.git_dirs[1] if self.git_dirs else None
+        return Catalog(
+            self.repository, git_dir, lambda: self.git, self.state_dir, self._build_experiment
+        )
+
+    def _build_experiment(self, data: dict[str, Any], lazy=None) -> ExperimentRecord:
+        experiment = self.experiment_type.from_json(self, data, lazy)
+        repository = self.repository
+        experiment._read_alive = lambda: _is_running(repository, experiment.id)
+        return experiment
+
+    @cached_property
+    def git_dirs(self) -> tuple[Path, Path] | None:
+        """(work tree root, common git dir) if the project is inside a git work tree: found
+        once, here, for everything in the project."""
+        return find_git_dir(self.directory)
+
+    @cached_property
+    def state_dir(self) -> Path:
+        """Local, private working space (staging, journal): in .git when there is one."""
+        if self.git_dirs:
+            return self.git_dirs[1] / "keepsake"
+        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        digest = hashlib.sha1(str(self.directory).encode()).hexdigest()[:16]
+        return cache / "git-keepsake" / "projects" / digest
+
+    def local_repository_dir(self) -> Path | None:
+        local = self.repository.storage.local_path("")
+        return local.resolve() if local is not None else None
+
+    def keep_repository_out_of_git(self) -> None:
+        """Add a repository folder inside the work tree to .git/info/exclude (once)."""
+        local = self.local_repository_dir()
+        if not self.git_dirs or local is None:
+            return
+        work_tree, git_dir = self.git_dirs
+        try:
+            rel = local.relative_to(work_tree).as_posix()
+        except ValueError:
+            return
+        exclude = git_dir / "info" / "exclude"
+        line = f"/{rel}/"
+        try:
+            existing = exclude.read_text() if exclude.exists() else ""
+            if line not in existing.splitlines():
+                exclude.parent.mkdir(parents=True, exist_ok=True)
+                sep = "" if not existing or existing.endswith("\n") else "\n"
+                with open(exclude, "a") as f:
+                    f.write(f"{sep}# git-keepsake repository\n{line}\n")
+        except OSError:
+            pass  # a read-only .git must not stop training
+
+    @cached_property
+    def writer(self) -> Writer:
+        from .store.writer import Writer
+
+        return Writer(self.repository, self.state_dir / "staging")
+
+    @cached_property
+    def heartbeat(self) -> Heartbeat:
+        from .store.heartbeat import Heartbeat
+
+        return Heartbeat(self.repository)
+
+    @cached_property
+    def ignore_rules(self) -> IgnoreRules:
+        from .snapshot import IgnoreRules
+
+        if not self.git_dirs:
+            return IgnoreRules(self.directory)
+        work_tree, common = self.git_dirs
+        return IgnoreRules(self.directory, work_tree=str(work_tree), common_git_dir=str(common))
+
+    def snapshot_files(self, rel: str) -> list[str]:
+        """Files under a project-relative folder that belong in a snapshot (ignore rules applied).
+
+        A repository folder inside the project is never snapshotted, whatever its name.
+        """
+        from .snapshot import list_files
+
+        rules = self.ignore_rules
+        files = list_files(self.directory, rel, rules)
+        if self.git is not None:
+            # As git does: a tracked file stays even when a .gitignore line matches it.
+            listed = set(files)
+            for path in self.git.tracked_files(rel):
+                if (
+                    path not in listed
+                    and not rules.is_keepsake_ignored(path)
+                    and (self.directory / path).is_file()
+                ):
+                    files.append(path)
+            files.sort()
+        local = self.local_repository_dir()
+        if local is not None and self.directory in local.parents:
+            skip = local.relative_to(self.directory).as_posix() + "/"
+            files = [f for f in files if not f.startswith(skip)]
+        return files
+
+
+def _is_running(repository: Repository, experiment_id: str) -> bool:
+    from .errors import KeepsakeError
+
+    try:
+        return repository.is_running(experiment_id)
+    except KeepsakeError:
+        return False
