@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import NotFound, StorageError
-from . import Storage
+from .base import Storage
 
 
 class DiskStorage(Storage):

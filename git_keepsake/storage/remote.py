@@ -29,7 +29,7 @@ from ..errors import (
     StorageError,
     StorageUnavailable,
 )
-from . import Storage
+from .base import Storage
 
 # kind -> (error class, message, hint). Fields: url, key, bucket, detail, credentials_hint.
 PROBLEMS: dict[str, tuple[type[StorageError] | type[NotFound], str, str | None]] = {
