@@ -1,5 +1,5 @@
 """The CLI on the repository written by Keepsake 0.4.2: exact output, and agreement with what
-Keepsake 0.4.2's own CLI printed for it (../shared/fixtures/keepsake-0.4.2-outputs)."""
+Keepsake 0.4.2's own CLI printed for it (tests/fixtures/keepsake-0.4.2-outputs)."""
 
 from __future__ import annotations
 
