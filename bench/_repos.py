@@ -47,7 +47,7 @@ def generate(root: Path, count: int) -> None:
     tree = repo[head].peel(pygit2.Tree)
     signature = pygit2.Signature("bench", "bench@example.com")
     rng = random.Random(0)
-    start = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     updates = []
     for i in range(count):
         created = start + dt.timedelta(minutes=i)

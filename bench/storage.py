@@ -292,7 +292,7 @@ def populate(count: int) -> set[str]:
     client.create_bucket(Bucket=LS_BUCKET)
     client.put_object(Bucket=LS_BUCKET, Key="repository.json", Body=b'{"version":1}')
     rng = random.Random(0)
-    start = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     bodies = dict(experiment_json(rng, start + dt.timedelta(minutes=i)) for i in range(count))
 
     def put(item: tuple[str, bytes]) -> None:

@@ -287,7 +287,7 @@ def _period(text: str, expression: str) -> Period:
             tz = _offset(zone)
             start, end = start.replace(tzinfo=tz), end.replace(tzinfo=tz)
         # A naive datetime's astimezone() reads it as the local time zone (DST included).
-        return Period(start.astimezone(dt.timezone.utc), end.astimezone(dt.timezone.utc))
+        return Period(start.astimezone(dt.UTC), end.astimezone(dt.UTC))
     except (ValueError, OverflowError):
         raise InvalidArgument(
             f"created is compared with a date or time, not {text!r} (in {expression!r})",
@@ -297,7 +297,7 @@ def _period(text: str, expression: str) -> Period:
 
 def _offset(zone: str) -> dt.timezone:
     if zone.upper() == "Z":
-        return dt.timezone.utc
+        return dt.UTC
     digits = zone[1:].replace(":", "")
     delta = dt.timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
     return dt.timezone(-delta if zone[0] == "-" else delta)
@@ -434,4 +434,4 @@ def _sort_key(found: bool, value: Any) -> tuple[int, Any]:
 
 
 def _aware(when: dt.datetime) -> dt.datetime:
-    return when if when.tzinfo is not None else when.replace(tzinfo=dt.timezone.utc)
+    return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)

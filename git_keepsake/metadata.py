@@ -64,7 +64,7 @@ _FROMISOFORMAT_RFC3339 = sys.version_info >= (3, 11)
 
 def format_time(when: dt.datetime) -> str:
     """RFC 3339 in UTC with a Z, trailing zeros trimmed like Go's RFC3339Nano."""
-    when = when.astimezone(dt.timezone.utc)
+    when = when.astimezone(dt.UTC)
     text = when.strftime("%Y-%m-%dT%H:%M:%S")
     if when.microsecond:
         text += "." + f"{when.microsecond:06d}".rstrip("0")
@@ -75,7 +75,7 @@ def parse_time(text: str) -> dt.datetime:
     """Parse RFC 3339 with 0 to 9 fractional digits (Go writes nanoseconds; Python keeps micro)."""
     if _FROMISOFORMAT_RFC3339 and isinstance(text, str) and text[-1:] == "Z" and "T" in text:
         try:  # 15x faster, and listings parse three times per experiment
-            return dt.datetime.fromisoformat(text).astimezone(dt.timezone.utc)
+            return dt.datetime.fromisoformat(text).astimezone(dt.UTC)
         except ValueError:
             pass
     m = _RFC3339_RE.fullmatch(text.strip()) if isinstance(text, str) else None
@@ -84,18 +84,18 @@ def parse_time(text: str) -> dt.datetime:
     year, month, day, hour, minute, second, frac, zone = m.groups()
     micro = int((frac or "0").ljust(6, "0")[:6])
     if zone in ("Z", "z"):
-        tz = dt.timezone.utc
+        tz = dt.UTC
     else:
         sign = 1 if zone[0] == "+" else -1
         tz = dt.timezone(sign * dt.timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6])))
     when = dt.datetime(
         int(year), int(month), int(day), int(hour), int(minute), int(second), micro, tzinfo=tz
     )
-    return when.astimezone(dt.timezone.utc)
+    return when.astimezone(dt.UTC)
 
 
 def now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 # --- values ---------------------------------------------------------------------------------

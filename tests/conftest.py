@@ -12,7 +12,7 @@ import pytest
 
 # The installed console script, run as a user would run it.
 GIT_KEEPSAKE = str(Path(sys.executable).parent / "git-keepsake")
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 KEEPSAKE_042 = FIXTURES / "keepsake-0.4.2"
 
 
@@ -73,7 +73,7 @@ def project(tmp_path, monkeypatch):
 
 @pytest.fixture
 def fixture_project(tmp_path):
-    """A writable copy of the repository Keepsake 0.4.2 wrote (../shared/fixtures)."""
+    """A writable copy of the repository Keepsake 0.4.2 wrote (tests/fixtures)."""
     target = tmp_path / "keepsake-0.4.2"
     shutil.copytree(KEEPSAKE_042, target)
     for path in [target, *target.rglob("*")]:

@@ -18,8 +18,8 @@ from git_keepsake.cli import main
 
 from .conftest import git
 
-START = dt.datetime(2026, 11, 20, 9, 0, 0, tzinfo=dt.timezone.utc)
-NOW = dt.datetime(2026, 11, 20, 12, 30, 0, tzinfo=dt.timezone.utc)
+START = dt.datetime(2026, 11, 20, 9, 0, 0, tzinfo=dt.UTC)
+NOW = dt.datetime(2026, 11, 20, 12, 30, 0, tzinfo=dt.UTC)
 
 
 @pytest.fixture
@@ -236,7 +236,7 @@ def test_ps_lists_running_experiments(git_project, pinned, run):
     pinned.at(1)
     running = keepsake.init(params={"lr": 0.2})
     running.flush()
-    running._project.repository.write_heartbeat(running.id, dt.datetime.now(dt.timezone.utc))
+    running._project.repository.write_heartbeat(running.id, dt.datetime.now(dt.UTC))
     assert run("ps", "-q")[1].split() == [running.id]
     assert run("ls", "-q", "--filter", "status = stopped")[1].split() == [done.id]
     out = run("ps")[1]
@@ -405,7 +405,7 @@ def test_rm_asks_and_refuses_without_a_terminal(git_project, pinned, run, monkey
 def test_rm_refuses_a_running_experiment(git_project, pinned, run):
     running = keepsake.init(params={"lr": 0.1})
     running.flush()
-    running._project.repository.write_heartbeat(running.id, dt.datetime.now(dt.timezone.utc))
+    running._project.repository.write_heartbeat(running.id, dt.datetime.now(dt.UTC))
     code, _, err = run("rm", running.short_id(), "-f")
     assert code == 1 and "is running" in err
     running.stop()

@@ -1,5 +1,5 @@
 """The CLI on the repository written by Keepsake 0.4.2: exact output, and agreement with what
-Keepsake 0.4.2's own CLI printed for it (../shared/fixtures/keepsake-0.4.2-outputs)."""
+Keepsake 0.4.2's own CLI printed for it (tests/fixtures/keepsake-0.4.2-outputs)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from git_keepsake.cli import main
 from .conftest import FIXTURES
 
 OUTPUTS = FIXTURES / "keepsake-0.4.2-outputs"
-NOW = dt.datetime(2026, 11, 23, 12, 0, 0, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 11, 23, 12, 0, 0, tzinfo=dt.UTC)
 IDS = {
     "b60bf65": "b60bf65cead2f584abd2af5a4bb88288b558ede318407ee673f1b1fe8d79b719",
     "7965516": "79655160f4787b4a920e4096d4c800aa63725bc32179add22d81eb98b052b9ea",

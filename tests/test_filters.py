@@ -24,7 +24,7 @@ from git_keepsake.filters import (
     value_of,
 )
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 T0 = dt.datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 NAN = float("nan")
 INF = float("inf")

@@ -1,4 +1,4 @@
-"""Reading a repository written by the original Keepsake 0.4.2 (../shared/fixtures)."""
+"""Reading a repository written by the original Keepsake 0.4.2 (tests/fixtures)."""
 
 from __future__ import annotations
 

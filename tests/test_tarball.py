@@ -23,8 +23,7 @@ from git_keepsake.tarball import (
 )
 
 TOP = "ab" * 32  # a full 64-hex ID, like Keepsake's
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-FIXTURES = SHARED / "fixtures" / "keepsake-0.4.2" / ".keepsake"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "keepsake-0.4.2" / ".keepsake"
 TEXT = b"".join(b"def layer_%d(x):\n    return x * %d + 1\n" % (i, i) for i in range(20000))
 
 

@@ -16,7 +16,7 @@ METRICS_IN_CELL = 60  # characters of metrics shown in an ls cell before "..."
 
 def now() -> dt.datetime:
     """The current time (tests pin it)."""
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def relative_time(when: dt.datetime, reference: dt.datetime | None = None) -> str:
