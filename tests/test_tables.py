@@ -117,7 +117,7 @@ def test_show_fields_line_up_after_wide_names(git_project, pinned, run):
     section = out.split("\nParams\n")[1].split("\n\n")[0].splitlines()
     assert len(section) == len(params)
     starts = {column_of(line, "v" + line.rstrip()[-1], last=True) for line in section}
-    assert starts == {len("a-long-ascii-name:  ")}
+    assert starts == {len("a-long-ascii-name: ")}
 
 
 def test_show_checkpoint_table_lines_up_after_wide_metric_names(git_project, pinned, run):
@@ -135,7 +135,7 @@ def test_show_checkpoint_fields_line_up_after_wide_metric_names(git_project, pin
     experiment = record({"lr": 0.1}, {"loss": 0.5, CJK: 0.25})
     out = run("show", experiment.latest().short_id())[1]
     section = out.split("\nMetrics\n")[1].split("\n\n")[0].splitlines()
-    assert section == ["loss:    0.5", f"{CJK}:  0.25"]
+    assert section == ["loss:   0.5", f"{CJK}: 0.25"]
 
 
 # --- diff ---
