@@ -7,7 +7,6 @@ import json
 import math
 import re
 import unicodedata
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -40,6 +39,7 @@ def printable(text: str) -> str:
 
 _ZWJ = "\u200d"
 _VS16 = "\ufe0f"  # VARIATION SELECTOR-16: emoji presentation for the character before
+_SEQUENCE = re.compile("[\u200d\ufe0f\U0001f3fb-\U0001f3ff]")  # ZWJ, VS16, skin tones
 
 
 def display_width(text: str) -> int:
@@ -50,6 +50,8 @@ def display_width(text: str) -> int:
     character (U+2764 HEAVY BLACK HEART) an emoji-style 2."""
     if text.isascii():
         return len(text)
+    if _SEQUENCE.search(text) is None:
+        return sum(map(_WIDTHS.__getitem__, text))
     width = 0
     last = 0  # the width of the last character that took columns
     joined = False
@@ -65,7 +67,7 @@ def display_width(text: str) -> int:
                 width += 1
                 last = 2
             continue
-        w = _char_width(ch)
+        w = _WIDTHS[ch]
         if w == 2 and last == 2 and "\U0001f3fb" <= ch <= "\U0001f3ff":
             continue  # a skin tone modifies the emoji before it
         if w:
@@ -74,7 +76,17 @@ def display_width(text: str) -> int:
     return width
 
 
-@lru_cache(maxsize=4096)
+class _Widths(dict):
+    """Terminal columns of one character, worked out once."""
+
+    def __missing__(self, ch: str) -> int:
+        self[ch] = width = _char_width(ch)
+        return width
+
+
+_WIDTHS = _Widths()
+
+
 def _char_width(ch: str) -> int:
     if unicodedata.combining(ch) or unicodedata.category(ch) in ("Mn", "Me", "Cf", "Cc"):
         return 1 if ch == "\xad" else 0  # a SOFT HYPHEN shows as a hyphen
