@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import sys
 from functools import cached_property
+from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
 from ..errors import InvalidArgument, NotFound
+from .format import display_width, printable
 
 if TYPE_CHECKING:
     from ..project import Project
@@ -81,12 +83,28 @@ class App:
 
     def table(self, headers: list[str], rows: list[list[str]]) -> str:
         """Left-aligned columns two spaces apart (tabulate's "plain", at a fraction of the
-        cost: `ls` renders 10,000 rows)."""
-        widths = [len(h) for h in headers]
-        for row in rows:
+        cost: `ls` renders 10,000 rows), padded to terminal columns (`display_width`), with
+        control characters escaped (`printable`): cells come from untrusted repositories."""
+        # All printable ASCII, the common case: one check for the table, then len and ljust.
+        special: dict[int, tuple[list[str], list[int]]] = {}
+        flat = "".join(chain.from_iterable(rows))
+        if not (flat.isascii() and flat.isprintable()):
+            for r, row in enumerate(rows):
+                joined = "".join(row)
+                if not (joined.isascii() and joined.isprintable()):
+                    cells = [printable(cell) for cell in row]
+                    special[r] = cells, [display_width(cell) for cell in cells]
+        head = [printable(h) for h in headers]
+        head_widths = [display_width(h) for h in head]
+        widths = head_widths.copy()
+        for row in [row for r, row in enumerate(rows) if r not in special] if special else rows:
             for i, cell in enumerate(row):
                 if len(cell) > widths[i]:
                     widths[i] = len(cell)
+        for _, cell_widths in special.values():
+            for i, n in enumerate(cell_widths):
+                if n > widths[i]:
+                    widths[i] = n
         last = len(headers) - 1
 
         def line(cells: list[str]) -> str:
@@ -94,8 +112,19 @@ class App:
                 cell if i == last else cell.ljust(widths[i]) for i, cell in enumerate(cells)
             ).rstrip()
 
-        head = line(headers)
-        return "\n".join([self.bold(head), *(line(row) for row in rows)])
+        def wide_line(cells: list[str], cell_widths: list[int]) -> str:
+            return "  ".join(
+                cell if i == last else cell + " " * (widths[i] - cell_widths[i])
+                for i, cell in enumerate(cells)
+            ).rstrip()
+
+        if special:
+            body = [
+                wide_line(*special[r]) if r in special else line(row) for r, row in enumerate(rows)
+            ]
+        else:
+            body = [line(row) for row in rows]
+        return "\n".join([self.bold(wide_line(head, head_widths)), *body])
 
 
 def _set(name: str):
@@ -144,8 +173,14 @@ def add_common_options(command: click.Command) -> click.Command:
 
 
 def fields(pairs: list[tuple[str, str]]) -> list[str]:
-    """`Name:   value` lines with the values aligned."""
+    """`Name:   value` lines with the values aligned, in terminal columns (`display_width`),
+    names and values escaped (`printable`)."""
     if not pairs:
         return []
-    width = max(len(name) for name, _ in pairs) + 2
-    return [f"{(name + ':').ljust(width)}{value}".rstrip() for name, value in pairs]
+    names = [printable(name) + ":" for name, _ in pairs]
+    name_widths = [display_width(name) for name in names]
+    width = max(name_widths) + 1  # one space after the longest "Name:"
+    return [
+        f"{name}{' ' * (width - n)}{printable(value)}".rstrip()
+        for name, n, (_, value) in zip(names, name_widths, pairs, strict=True)
+    ]

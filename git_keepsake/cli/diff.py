@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from .app import App
-from .format import absolute_time, value_text
+from .format import absolute_time, display_width, printable, value_text
 
 if TYPE_CHECKING:
     from ..compare import Comparison
@@ -48,7 +48,7 @@ def _cell(value: Any) -> str:
         return "(not set)"
     if isinstance(value, dt.datetime):
         return absolute_time(value)
-    return value_text(value)
+    return printable(value_text(value))  # values from untrusted repositories: escaped
 
 
 def _json_value(value: Any) -> Any:
@@ -100,14 +100,15 @@ def render_diff(app: App, comparison: Comparison) -> str:
         if not entries:
             rows.append([app.dim("(no difference)"), "", ""])
         for field, a, b in entries:
-            rows.append([f"{field}:", _cell(a), _cell(b)])
-    # Widths from the plain text: styling adds invisible characters.
-    widths = [max(len(click.unstyle(row[i])) for row in rows) + 2 for i in range(2)]
+            rows.append([f"{printable(field)}:", _cell(a), _cell(b)])
+    # Widths in terminal columns, of the plain text: styling adds invisible characters.
+    shown = [[display_width(click.unstyle(c)) for c in row[:2]] for row in rows]
+    widths = [max(row[i] for row in shown) + 2 for i in range(2)]
     lines = []
-    for row in rows:
-        cells = [
-            c + " " * (w - len(click.unstyle(c))) for c, w in zip(row[:2], widths, strict=True)
-        ] + [row[2]]
+    for row, row_widths in zip(rows, shown, strict=True):
+        cells = [c + " " * (w - n) for c, w, n in zip(row[:2], widths, row_widths, strict=True)] + [
+            row[2]
+        ]
         lines.append("".join(cells).rstrip())
     lines += ["", app.bold("Code")]
     if comparison.code is None:

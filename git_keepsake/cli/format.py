@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import re
+import unicodedata
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -12,6 +14,86 @@ if TYPE_CHECKING:
     from ..records import GitInfo
 
 METRICS_IN_CELL = 60  # characters of metrics shown in an ls cell before "..."
+
+
+# Never sent to the terminal as they are, from values an untrusted repository holds: C0 and
+# C1 controls and DEL (escape sequences, CR, LF, BS...), line and paragraph separators,
+# bidirectional embeddings, overrides and isolates (they reorder what follows them), and lone
+# surrogates (JSON can carry them; UTF-8 cannot print them).
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028-\u202e\u2066-\u2069\ud800-\udfff]")
+_NAMED_ESCAPES = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    ch = match.group()
+    code = ord(ch)
+    return _NAMED_ESCAPES.get(ch) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def printable(text: str) -> str:
+    """`text` safe to print in a table or a field: control characters and escape sequences
+    as Python writes them (`\\x1b[31m`, `\\n`), the rest as it is."""
+    if text.isprintable():  # the common case; nothing it accepts needs escaping
+        return text
+    return _UNPRINTABLE.sub(_escape, text)
+
+
+_ZWJ = "\u200d"
+_VS16 = "\ufe0f"  # VARIATION SELECTOR-16: emoji presentation for the character before
+_SEQUENCE = re.compile("[\u200d\ufe0f\U0001f3fb-\U0001f3ff]")  # ZWJ, VS16, skin tones
+
+
+def display_width(text: str) -> int:
+    """Terminal columns `text` takes (`printable` text): East Asian wide and fullwidth
+    characters (CJK, most emoji) 2, combining marks and other zero-width characters 0. An
+    emoji sequence counts as the one emoji terminals show: a character after a zero-width
+    joiner or a skin-tone modifier after a wide one adds nothing, and VS16 makes a text-style
+    character (U+2764 HEAVY BLACK HEART) an emoji-style 2."""
+    if text.isascii():
+        return len(text)
+    if _SEQUENCE.search(text) is None:
+        return sum(map(_WIDTHS.__getitem__, text))
+    width = 0
+    last = 0  # the width of the last character that took columns
+    joined = False
+    for ch in text:
+        if ch == _ZWJ:
+            joined = last == 2  # ZWJ also shapes Indic scripts: only join after an emoji
+            continue
+        if joined:
+            joined = False
+            continue
+        if ch == _VS16:
+            if last == 1:
+                width += 1
+                last = 2
+            continue
+        w = _WIDTHS[ch]
+        if w == 2 and last == 2 and "\U0001f3fb" <= ch <= "\U0001f3ff":
+            continue  # a skin tone modifies the emoji before it
+        if w:
+            width += w
+            last = w
+    return width
+
+
+class _Widths(dict):
+    """Terminal columns of one character, worked out once."""
+
+    def __missing__(self, ch: str) -> int:
+        self[ch] = width = _char_width(ch)
+        return width
+
+
+_WIDTHS = _Widths()
+
+
+def _char_width(ch: str) -> int:
+    if unicodedata.combining(ch) or unicodedata.category(ch) in ("Mn", "Me", "Cf", "Cc"):
+        return 1 if ch == "\xad" else 0  # a SOFT HYPHEN shows as a hyphen
+    if "\u1160" <= ch <= "\u11ff" or "\ud7b0" <= ch <= "\ud7ff":
+        return 0  # Hangul vowel and final jamo: part of the syllable the initial starts
+    return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
 
 
 def now() -> dt.datetime:

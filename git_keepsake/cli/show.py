@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from .app import App, fields
-from .format import absolute_time, metric_text, value_text
+from .format import absolute_time, metric_text, printable, value_text
 
 if TYPE_CHECKING:
     from ..checkpoint import Checkpoint
@@ -118,7 +118,7 @@ def render_experiment(app: App, experiment: Experiment) -> str:
     lines.append(app.table(headers, rows))
     if best is not None:
         goal = "lowest" if best.primary_metric.get("goal") == "minimize" else "highest"
-        lines += ["", f"* best: {goal} {best.primary_metric['name']}"]
+        lines += ["", f"* best: {goal} {printable(best.primary_metric['name'])}"]
     return "\n".join(lines)
 
 
