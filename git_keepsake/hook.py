@@ -1,10 +1,11 @@
 """The pre-push hook: installing it (after pre-commit's installer) and what it runs on push.
 
-`install` writes hooks/pre-push (shipped in the package) into the repository's hooks folder,
-which git names (`git rev-parse --git-path hooks` follows core.hooksPath and worktrees), with
-the path of this Python baked in: the hook then works with the virtualenv not active. A
-foreign hook already there is kept as pre-push.legacy, which ours runs first with the same
-input; our own older versions are recognised by their marker line and upgraded in place.
+`install` writes hooks/pre-push (at the top of the repository, shipped in the package as
+git_keepsake.hooks) into the repository's hooks folder, which git names (`git rev-parse
+--git-path hooks` follows core.hooksPath and worktrees), with the path of this Python baked
+in: the hook then works with the virtualenv not active. A foreign hook already there is kept
+as pre-push.legacy, which ours runs first with the same input; our own older versions are
+recognised by their marker line and upgraded in place.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ MARKER = re.compile(rb"^# git-keepsake pre-push hook, version (\d+)$", re.MULTIL
 
 
 def hook_text() -> str:
-    template = resources.files("git_keepsake").joinpath("hooks", HOOK).read_text()
+    template = resources.files("git_keepsake.hooks").joinpath(HOOK).read_text()
     return template.replace("@PYTHON@", sys.executable.replace("'", "'\\''"))
 
 

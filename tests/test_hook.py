@@ -206,7 +206,7 @@ def test_the_hook_is_package_data():
     """Read through importlib, so a non-editable install finds it in the wheel."""
     from importlib import resources
 
-    text = resources.files("git_keepsake").joinpath("hooks", "pre-push").read_text()
+    text = resources.files("git_keepsake.hooks").joinpath("pre-push").read_text()
     assert text.startswith("#!/bin/sh\n# git-keepsake pre-push hook, version 1\n")
 
 
