@@ -176,8 +176,44 @@ def pre_push(remote: str, url: str) -> None:
     say(f"pushed {pushed.experiments} experiment(s) to {remote}")
 
 
+def pre_commit(environ: dict[str, str] | None = None) -> None:
+    """What the pre-commit framework runs (.pre-commit-hooks.yaml) at its pre-push stage: the
+    remote comes in PRE_COMMIT_REMOTE_NAME and PRE_COMMIT_REMOTE_URL. Never stops the push."""
+    env = os.environ if environ is None else environ
+    if env.get("GIT_KEEPSAKE_PUSHING") or env.get("GIT_KEEPSAKE_SKIP_PUSH") == "1":
+        return
+    if re.fullmatch("0+", env.get("PRE_COMMIT_TO_REF", "")):  # a deletion (pre-commit skips them)
+        return
+    remote, url = env.get("PRE_COMMIT_REMOTE_NAME", ""), env.get("PRE_COMMIT_REMOTE_URL", "")
+    if not (remote or url):
+        print(
+            "git-keepsake: no remote to push experiments to (pre-commit names it on `git push`, "
+            "not on `pre-commit run`): nothing pushed",
+            file=sys.stderr,
+        )
+        return
+    try:
+        folder = hooks_dir(Path.cwd())
+        ours = [p for p in (folder / HOOK, folder / LEGACY) if our_version(p) is not None]
+    except Exception:  # whatever is wrong here, pre_push says it better
+        ours = []
+    if any(os.access(path, os.X_OK) for path in ours):
+        print(
+            f"git-keepsake: {ours[0]} (`git keepsake install`) pushes the experiments: "
+            "nothing to add",
+            file=sys.stderr,
+        )
+        return
+    pre_push(remote, url)
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["pre-push"] and len(sys.argv) == 4:
         pre_push(sys.argv[2], sys.argv[3])
+    elif sys.argv[1:] == ["pre-commit"]:
+        pre_commit()
     else:
-        sys.exit("usage: python -m git_keepsake.hook pre-push REMOTE URL")
+        sys.exit(
+            "usage: python -m git_keepsake.hook pre-push REMOTE URL\n"
+            "       python -m git_keepsake.hook pre-commit   (PRE_COMMIT_REMOTE_NAME/URL set)"
+        )

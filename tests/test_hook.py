@@ -339,3 +339,20 @@ def test_layouts_beside_pre_commit_are_mended_and_undone(repo):
     done = keepsake("install", cwd=repo, ok=False)
     assert done.returncode == 1 and "which it runs, is another tool's" in done.stderr
     assert "declare git-keepsake in .pre-commit-config.yaml" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "env, said",
+    [
+        ({"GIT_KEEPSAKE_SKIP_PUSH": "1", "PRE_COMMIT_REMOTE_NAME": "origin"}, ""),
+        ({"GIT_KEEPSAKE_PUSHING": "1", "PRE_COMMIT_REMOTE_NAME": "origin"}, ""),
+        ({"PRE_COMMIT_TO_REF": "0" * 40, "PRE_COMMIT_REMOTE_NAME": "origin"}, ""),
+        ({}, "git-keepsake: no remote to push experiments to"),  # `pre-commit run` by hand
+    ],
+)
+def test_the_pre_commit_entry_skips_as_our_hook_does(env, said, capsys, repo, monkeypatch):
+    from git_keepsake.hook import pre_commit
+
+    monkeypatch.chdir(repo)
+    pre_commit(env)  # returns: nothing raised, nothing pushed
+    assert capsys.readouterr().err.startswith(said)
