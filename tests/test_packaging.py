@@ -118,8 +118,11 @@ def wheelhouse(tmp_path_factory) -> Path:
 
     folder = tmp_path_factory.mktemp("wheelhouse")
     embedded = Path(virtualenv.__file__).parent / "seed" / "wheels" / "embed"
-    newest = max(embedded.glob("setuptools-*.whl"), key=lambda p: _version_key(p.name))
-    shutil.copy(newest, folder)  # the build backend, for builds in isolation
+    wheels = list(embedded.glob("setuptools-*.whl"))
+    if wheels:  # the build backend, for builds in isolation
+        shutil.copy(max(wheels, key=lambda p: _version_key(p.name)), folder)
+    else:  # a virtualenv that embeds none: this environment's own (pyproject wants >= 68)
+        repack(metadata.distribution("setuptools"), folder)
     for dist in _requirement_closure():
         repack(dist, folder)
     return folder
