@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -43,7 +45,7 @@ def test_install_into_a_fresh_repository(repo):
     assert "installed" in keepsake("install", cwd=repo).stdout
     hook = hooks(repo) / "pre-push"
     text = hook.read_text()
-    assert "# git-keepsake pre-push hook, version 1" in text
+    assert "# git-keepsake pre-push hook, version 2" in text
     python = re.search(r"^PYTHON='([^']+)'", text, re.MULTILINE).group(1)
     assert Path(python).resolve() == Path(sys.executable).resolve()  # no venv activation
     assert os.access(hook, os.X_OK)
@@ -70,8 +72,8 @@ def test_force_replaces_a_foreign_hook(repo):
 def test_an_older_version_of_ours_is_upgraded(repo):
     hooks(repo).mkdir(parents=True, exist_ok=True)
     (hooks(repo) / "pre-push").write_text("#!/bin/sh\n# git-keepsake pre-push hook, version 0\n")
-    assert "(version 0 to 1)" in keepsake("install", cwd=repo).stdout
-    assert "version 1" in (hooks(repo) / "pre-push").read_text()
+    assert "(version 0 to 2)" in keepsake("install", cwd=repo).stdout
+    assert "version 2" in (hooks(repo) / "pre-push").read_text()
     assert not (hooks(repo) / "pre-push.legacy").exists()
 
 
@@ -206,8 +208,8 @@ def test_the_hook_is_package_data():
     """Read through importlib, so a non-editable install finds it in the wheel."""
     from importlib import resources
 
-    text = resources.files("git_keepsake").joinpath("hooks", "pre-push").read_text()
-    assert text.startswith("#!/bin/sh\n# git-keepsake pre-push hook, version 1\n")
+    text = resources.files("git_keepsake.hooks").joinpath("pre-push").read_text()
+    assert text.startswith("#!/bin/sh\n# git-keepsake pre-push hook, version 2\n")
 
 
 def test_the_hook_finishes_a_killed_runs_uploads_before_pushing(team):  # noqa: F811
@@ -239,3 +241,118 @@ def test_git_push_to_a_url_pushes_experiments_too(team):  # noqa: F811
     assert pushed.returncode == 0, pushed.stderr
     assert f"git-keepsake: pushed 1 experiment(s) to {remote}" in pushed.stderr
     assert f"refs/keepsake/metadata/{experiment_id}" in remote_refs(remote)
+
+
+# --- beside the pre-commit framework's own pre-push hook ---
+
+PRE_COMMIT = str(Path(sys.executable).parent / "pre-commit")  # from the test extra
+
+
+def pre_commit_install(clone) -> None:
+    """`pre-commit install -t pre-push`, with a config of no hooks: only its script matters."""
+    (clone / ".pre-commit-config.yaml").write_text("repos: []\n")
+    git("add", ".pre-commit-config.yaml", cwd=clone)
+    git("commit", "-q", "-m", "pre-commit", cwd=clone)
+    done = subprocess.run(
+        [PRE_COMMIT, "install", "-t", "pre-push"],
+        cwd=clone,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def bounded_push(clone, tmp_path, timeout: float = 10) -> subprocess.CompletedProcess:
+    """Commit and `git push origin main` in a process group of its own, killed whole if it
+    outlives `timeout`: a hook that runs itself must fail the test, not leave a chain behind."""
+    (clone / "notes.txt").write_text(str(os.urandom(4)))
+    git("add", "notes.txt", cwd=clone)
+    git("commit", "-q", "-m", "more", cwd=clone)
+    env = {**os.environ, "TMPDIR": str(tmp_path)}  # the hooks' mktemp files, if killed
+    push = subprocess.Popen(
+        ["git", "push", "-q", "origin", "main"],
+        cwd=clone,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        out, err = push.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # until the group is empty: forks may race a kill
+            try:
+                os.killpg(push.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        push.communicate()
+        pytest.fail(f"git push did not end in {timeout} s: a hook is running itself")
+    return subprocess.CompletedProcess(push.args, push.returncode, out, err)
+
+
+@pytest.mark.parametrize("first", ["keepsake", "pre-commit"])
+def test_beside_pre_commit_experiments_go_once_per_push(team, tmp_path, first):  # noqa: F811
+    """Whichever installer runs last, each `git push` pushes the experiments once; and neither
+    hook runs itself (pre-commit keeps the hook it finds as pre-push.legacy and runs that)."""
+    a, _, remote = team
+    if first == "keepsake":
+        keepsake("install", cwd=a)
+        pre_commit_install(a)
+    else:
+        pre_commit_install(a)
+        keepsake("install", cwd=a)
+    experiment_id = train(a, 0.1)
+    for _ in range(2):
+        pushed = bounded_push(a, tmp_path)
+        assert pushed.returncode == 0, pushed.stderr
+        assert pushed.stderr.count("git-keepsake: pushed 1 experiment(s) to origin") == 1, (
+            pushed.stderr
+        )
+        assert git("rev-parse", "main", cwd=remote) == git("rev-parse", "main", cwd=a)
+        assert f"refs/keepsake/metadata/{experiment_id}" in remote_refs(remote)
+
+
+def test_layouts_beside_pre_commit_are_mended_and_undone(repo):
+    pre_commit_install(repo)
+    theirs = (hooks(repo) / "pre-push").read_text()
+    ours_v1 = "#!/bin/sh\n# git-keepsake pre-push hook, version 1\n"
+    # Version 1 installed after pre-commit put pre-commit's hook aside, where it refuses to run.
+    (hooks(repo) / "pre-push.legacy").write_text(theirs)
+    (hooks(repo) / "pre-push").write_text(ours_v1)
+    assert "is pre-commit's hook again" in keepsake("install", cwd=repo).stdout
+    assert (hooks(repo) / "pre-push").read_text() == theirs
+    assert "version 2" in (hooks(repo) / "pre-push.legacy").read_text()
+    # Version 1 that pre-commit put aside (it ran itself): upgraded where it is.
+    (hooks(repo) / "pre-push.legacy").write_text(ours_v1)
+    done = keepsake("install", cwd=repo).stdout
+    assert "(version 1 to 2), which pre-commit's hook runs" in done
+    assert "version 2" in (hooks(repo) / "pre-push.legacy").read_text()
+    assert "removed" in keepsake("uninstall", cwd=repo).stdout
+    assert (hooks(repo) / "pre-push").read_text() == theirs
+    assert not (hooks(repo) / "pre-push.legacy").exists()
+    # pre-commit's hook with another tool's legacy hook: no place left for ours.
+    (hooks(repo) / "pre-push.legacy").write_text(FOREIGN)
+    done = keepsake("install", cwd=repo, ok=False)
+    assert done.returncode == 1 and "which it runs, is another tool's" in done.stderr
+    assert "declare git-keepsake in .pre-commit-config.yaml" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "env, said",
+    [
+        ({"GIT_KEEPSAKE_SKIP_PUSH": "1", "PRE_COMMIT_REMOTE_NAME": "origin"}, ""),
+        ({"GIT_KEEPSAKE_PUSHING": "1", "PRE_COMMIT_REMOTE_NAME": "origin"}, ""),
+        ({"PRE_COMMIT_TO_REF": "0" * 40, "PRE_COMMIT_REMOTE_NAME": "origin"}, ""),
+        ({}, "git-keepsake: no remote to push experiments to"),  # `pre-commit run` by hand
+    ],
+)
+def test_the_pre_commit_entry_skips_as_our_hook_does(env, said, capsys, repo, monkeypatch):
+    from git_keepsake.hook import pre_commit
+
+    monkeypatch.chdir(repo)
+    pre_commit(env)  # returns: nothing raised, nothing pushed
+    assert capsys.readouterr().err.startswith(said)
