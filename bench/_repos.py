@@ -13,6 +13,7 @@ import git_keepsake as keepsake
 from git_keepsake import metadata
 from git_keepsake.checkpoint import Checkpoint
 from git_keepsake.experiment import Experiment
+from git_keepsake.records import GitInfo
 
 CHECKPOINTS = 50
 
@@ -77,13 +78,7 @@ def generate(root: Path, count: int) -> None:
             for step in range(CHECKPOINTS)
         ]
         snapshot = repo.create_commit(None, signature, signature, "snapshot\n", tree.id, [head])
-        experiment._extra["git"] = {
-            "commit": str(head),
-            "branch": "main",
-            "dirty": False,
-            "snapshot": str(snapshot),
-            "remote": None,
-        }
+        experiment.git = GitInfo(str(head), "main", False, str(snapshot), None)
         text = experiment.encode()
         repository.write_experiment(experiment.id, text)
         inner = repo.TreeBuilder()
