@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import recording, runtime
 from .checkpoint import Checkpoint, CheckpointList
-from .records import ExperimentRecord
+from .records import CheckpointRecord, ExperimentRecord
 from .runtime import never_breaks_training
 
 if TYPE_CHECKING:
@@ -82,8 +82,8 @@ class Experiment(ExperimentRecord):
         checkpoint = recording.record_checkpoint(
             rec, self._project, self._step + 1, path, step, metrics, primary_metric, quiet
         )
+        assert isinstance(checkpoint, Checkpoint) and checkpoint.step is not None
         self._step = checkpoint.step
-        assert isinstance(checkpoint, Checkpoint)
         return checkpoint
 
     @never_breaks_training
@@ -107,7 +107,7 @@ class Experiment(ExperimentRecord):
     def is_running(self) -> bool:
         return self in runtime.running or super().is_running()
 
-    def is_pending(self, checkpoint: Checkpoint) -> bool:
+    def is_pending(self, checkpoint: CheckpointRecord) -> bool:
         """Whether this process is still writing the checkpoint's files."""
         return self._recording is not None and self._recording.is_pending(checkpoint.id)
 

@@ -124,7 +124,7 @@ class CheckpointRecord:
         """The value of this checkpoint's primary metric, or None if missing, NaN or non-numeric."""
         if not self.primary_metric or not self.metrics:
             return None
-        value = self.metrics.get(self.primary_metric.get("name"))
+        value = self.metrics.get(self.primary_metric.get("name", ""))
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
             return None
         return float(value)
