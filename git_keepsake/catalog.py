@@ -41,8 +41,9 @@ SCHEMA = 5 * 10000 + sys.version_info[0] * 100 + sys.version_info[1]
 
 
 class Catalog:
-    """Reads a project's experiments. `git_dir` (the common git dir) and `open_git` are None
-    and unused outside git; `build` makes the experiment objects (the API's, for a Project)."""
+    """Reads a project's experiments. `git_dir` is the common git dir (None outside git, and
+    then `open_git` is never called); `build(data, lazy=None)` makes the experiment objects
+    (the API's, for a Project)."""
 
     def __init__(
         self,
@@ -56,7 +57,7 @@ class Catalog:
         self.git_dir = git_dir
         self._open_git = open_git
         self.index_path = state_dir / INDEX_FILE
-        self._build_json = build
+        self._build = build
 
     # --- where each experiment's metadata is ---
 
@@ -247,16 +248,13 @@ class Catalog:
         finally:
             index.close()
 
-    def _build(self, data: dict[str, Any]) -> ExperimentRecord:
-        return self._build_json(data)
-
     def _from_summary(self, summary: dict[str, Any], read: Callable[[], bytes]) -> ExperimentRecord:
         experiment_id = summary["id"]
 
         def load() -> dict[str, Any]:
             return _decode(read(), experiment_id)
 
-        experiment = self._build_json(summary["experiment"], load)
+        experiment = self._build(summary["experiment"], load)
         make = experiment.checkpoint_type.from_json
         best, latest = summary.get("best"), summary.get("latest")
         latest = experiment.attach(make(latest)) if latest else None

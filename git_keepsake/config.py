@@ -12,6 +12,7 @@ CONFIG_KEYS = ("repository", "storage", "git_max_file_size")
 SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2}
 SIZE_UNITS |= {"mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gib": 1024**3}
 DEFAULT_REPOSITORY = "file://.keepsake"
+DEFAULT_MAX_FILE_SIZE = 5 * 1024 * 1024  # git_max_file_size: untracked files above stay out of git
 
 
 def find_config(start: Path) -> Path | None:

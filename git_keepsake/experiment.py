@@ -23,8 +23,7 @@ class Experiment(ExperimentRecord):
     checkpoint_type = Checkpoint
     list_type = CheckpointList
 
-    _recording: Recording | None = None  # set in the process that records it, until stop()
-    _step = -1  # the last step recorded here: checkpoint() without a step takes the next
+    _recording: Recording | None = None  # set when this process records into it
 
     def __enter__(self) -> Experiment:
         return self
@@ -69,21 +68,12 @@ class Experiment(ExperimentRecord):
         Returns once the files are copied to a local staging folder: compression and the write
         to the repository happen in the background (see `flush()`).
         """
-        rec = self._recording
-        if rec is None:  # not started by init() in this process (read from the repository)
-            from .store.publish import Publication
-            from .store.publish import Recording as _Recording
-
-            rec = self._recording = _Recording(
-                self, Publication(self._project.repository, None, self.id, None)
-            )
-        if self._step < 0:
-            self._step = max((c.step for c in self.checkpoints if c.step is not None), default=-1)
+        if self._recording is None:  # read from the repository, not started here
+            self._recording = recording.resume(self, self._project)
         checkpoint = recording.record_checkpoint(
-            rec, self._project, self._step + 1, path, step, metrics, primary_metric, quiet
+            self._recording, self._project, path, step, metrics, primary_metric, quiet
         )
-        assert isinstance(checkpoint, Checkpoint) and checkpoint.step is not None
-        self._step = checkpoint.step
+        assert isinstance(checkpoint, Checkpoint)
         return checkpoint
 
     @never_breaks_training

@@ -22,7 +22,9 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-from .errors import ConfigError, KeepsakeError
+from .errors import ConfigError, GitError, KeepsakeError
+from .git.remote import GUARD, run_git
+from .runtime import say
 
 HOOK = "pre-push"
 LEGACY = "pre-push.legacy"
@@ -41,9 +43,6 @@ def hook_text() -> str:
 
 def hooks_dir(work_dir: Path) -> Path:
     """Where git looks for hooks: core.hooksPath if set, and a worktree's common folder."""
-    from .errors import GitError
-    from .git.remote import run_git
-
     try:
         out = run_git(work_dir, "rev-parse", "--git-path", "hooks").strip()
     except GitError as e:
@@ -154,9 +153,6 @@ def pre_push(remote: str, url: str) -> None:
     from .sharing import push
     from .workspace import Workspace
 
-    def say(line: str) -> None:
-        print(f"git-keepsake: {line}", file=sys.stderr, flush=True)
-
     try:
         pushed = push(Workspace(directory=Path.cwd()), remote or url)
     except Exception as e:  # a bug too: the branch push must not pay for it
@@ -180,16 +176,15 @@ def pre_commit(environ: dict[str, str] | None = None) -> None:
     """What the pre-commit framework runs (.pre-commit-hooks.yaml) at its pre-push stage: the
     remote comes in PRE_COMMIT_REMOTE_NAME and PRE_COMMIT_REMOTE_URL. Never stops the push."""
     env = os.environ if environ is None else environ
-    if env.get("GIT_KEEPSAKE_PUSHING") or env.get("GIT_KEEPSAKE_SKIP_PUSH") == "1":
+    if env.get(GUARD) or env.get("GIT_KEEPSAKE_SKIP_PUSH") == "1":
         return
     if re.fullmatch("0+", env.get("PRE_COMMIT_TO_REF", "")):  # a deletion (pre-commit skips them)
         return
     remote, url = env.get("PRE_COMMIT_REMOTE_NAME", ""), env.get("PRE_COMMIT_REMOTE_URL", "")
     if not (remote or url):
-        print(
-            "git-keepsake: no remote to push experiments to (pre-commit names it on `git push`, "
-            "not on `pre-commit run`): nothing pushed",
-            file=sys.stderr,
+        say(
+            "no remote to push experiments to (pre-commit names it on `git push`, "
+            "not on `pre-commit run`): nothing pushed"
         )
         return
     try:
@@ -198,11 +193,7 @@ def pre_commit(environ: dict[str, str] | None = None) -> None:
     except Exception:  # whatever is wrong here, pre_push says it better
         ours = []
     if any(os.access(path, os.X_OK) for path in ours):
-        print(
-            f"git-keepsake: {ours[0]} (`git keepsake install`) pushes the experiments: "
-            "nothing to add",
-            file=sys.stderr,
-        )
+        say(f"{ours[0]} (`git keepsake install`) pushes the experiments: nothing to add")
         return
     pre_push(remote, url)
 

@@ -62,7 +62,7 @@ def start_experiment(
     )
     writer = workspace.writer
     head = metadata.encode_experiment(experiment.head_json(), [])
-    _journal(lambda: writer.journal.journal_experiment(experiment.id, head), experiment)
+    _journal(lambda: writer.session.journal_experiment(experiment.id, head), experiment)
     if files is not None:
         staged = _stage(workspace, experiment.id, files, EXPERIMENTS, experiment.id)
         if staged is not None:
@@ -77,10 +77,16 @@ def start_experiment(
     return experiment, recording
 
 
+def resume(experiment: ExperimentRecord, workspace: Workspace) -> Recording:
+    """Recording into an experiment read back from the repository (not started by this
+    process's init()): its new checkpoints go to blob storage, not git (its refs are another
+    process's)."""
+    return Recording(experiment, Publication(workspace.repository, None, experiment.id, None))
+
+
 def record_checkpoint(
     recording: Recording,
     workspace: Workspace,
-    next_step: int,
     path: str | os.PathLike | None = None,
     step: int | None = None,
     metrics: dict[str, Any] | None = None,
@@ -92,7 +98,7 @@ def record_checkpoint(
     experiment = recording.experiment
     metrics = _check_map(metrics, "metrics")
     primary = _check_primary_metric(primary_metric, metrics)
-    step = next_step if step is None else _check_step(step)
+    step = recording.last_step + 1 if step is None else _check_step(step)
     rel, files = _snapshot_files(workspace, path, "checkpoint")
     writer = workspace.writer
     writer.raise_errors()
@@ -106,6 +112,7 @@ def record_checkpoint(
         primary_metric=primary,
     )
     experiment.attach(checkpoint)
+    recording.last_step = step
     staged = None
     if files is not None:
         staged = _stage(workspace, checkpoint.id, files, CHECKPOINTS, experiment.id)
@@ -115,7 +122,7 @@ def record_checkpoint(
     recording.add(checkpoint, text, files_pending=files is not None)
     with experiment.lock:
         experiment.checkpoints.append(checkpoint)
-    _journal(lambda: writer.journal.journal_checkpoint(experiment.id, text), checkpoint)
+    _journal(lambda: writer.session.journal_checkpoint(experiment.id, text), checkpoint)
     if files is not None:
         writer.submit(
             TarballJob(
@@ -138,7 +145,7 @@ def stop_recording(recording: Recording, workspace: Workspace) -> None:
         writer.submit(MetadataJob(recording))
     try:
         if writer.flush() and not writer.failed:
-            writer.journal.forget(recording.id)  # all written: nothing to recover
+            writer.session.forget(recording.id)  # all written: nothing to recover
     finally:
         workspace.heartbeat.remove(recording.id)
 
@@ -306,7 +313,7 @@ def _journal(write: Callable[[], None], what: ExperimentRecord | CheckpointRecor
 def _stage(workspace: Workspace, object_id: str, files: list[str], kind: str, experiment_id: str):
     """Copy files to staging; a failure warns (or raises when strict) and returns None."""
     try:
-        return workspace.writer.journal.stage(
+        return workspace.writer.session.stage(
             object_id,
             workspace.directory,
             files,

@@ -44,7 +44,7 @@ class GitInfo:
     def from_json(cls, data: Any) -> GitInfo | None:
         if not isinstance(data, dict):
             return None
-        known = {f.name for f in dataclasses.fields(cls)} - {"keys", "extra"}
+        known = _GIT_FIELDS
         return cls(
             commit=_text(data.get("commit")),
             branch=_text(data.get("branch")),
@@ -71,11 +71,44 @@ class GitInfo:
         return self.imported and not self.commit
 
 
+_GIT_FIELDS = frozenset(f.name for f in dataclasses.fields(GitInfo)) - {"keys", "extra"}
+
+
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-class CheckpointRecord:
+class _Record:
+    """What experiments and checkpoints share: a 64-hex ID (equal IDs, equal records) and a
+    creation time, kept as it was read (Go writes nanoseconds; Python keeps microseconds)."""
+
+    id: str
+    created: dt.datetime
+    _created_text: str | None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, type(self)._family) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def short_id(self) -> str:
+        return self.id[: metadata.SHORT_ID_LENGTH]
+
+    @property
+    def created_text(self) -> str:
+        """`created` as stored: as it was read, else formatted the Keepsake way."""
+        return self._created_text or metadata.format_time(self.created)
+
+    _family: type[_Record]  # records compare equal within it: experiments, or checkpoints
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if _Record in cls.__bases__:  # ExperimentRecord, CheckpointRecord; not the API's
+            cls._family = cls
+
+
+class CheckpointRecord(_Record):
     """A checkpoint: metrics at a step, and a snapshot of `path` (weights, usually)."""
 
     def __init__(
@@ -101,24 +134,10 @@ class CheckpointRecord:
     def __repr__(self) -> str:
         return f"Checkpoint(id={self.id!r}, step={self.step!r}, metrics={self.metrics!r})"
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, CheckpointRecord) and other.id == self.id
-
-    def __hash__(self) -> int:
-        return hash(self.id)
-
-    def short_id(self) -> str:
-        return self.id[: metadata.SHORT_ID_LENGTH]
-
     @property
     def experiment(self) -> Any:
         """The experiment this checkpoint belongs to (None if detached)."""
         return self._experiment
-
-    @property
-    def created_text(self) -> str:
-        """`created` as stored (Go's nanoseconds kept when it was read, not made here)."""
-        return self._created_text or metadata.format_time(self.created)
 
     def primary_metric_value(self) -> float | None:
         """The value of this checkpoint's primary metric, or None if missing, NaN or non-numeric."""
@@ -200,7 +219,7 @@ class _MetricColumns:
         return values
 
 
-class ExperimentRecord:
+class ExperimentRecord(_Record):
     """One run of a training script: its code, params and environment, and its checkpoints.
 
     An experiment from a listing may be built from a summary: its checkpoints (and packages)
@@ -228,7 +247,8 @@ class ExperimentRecord:
         extra: dict[str, Any] | None = None,
         git: GitInfo | None = None,
     ):
-        self._project = project  # whose repository it is in; opaque at this layer
+        # Whose repository it is in (a Workspace, not imported here: it is a layer above).
+        self._project = project
         self.id = id
         self.created = created
         self.user = user
@@ -248,27 +268,13 @@ class ExperimentRecord:
         self._packages_loaded = True
         self._summary: dict[str, CheckpointRecord | None] | None = None  # from the index
         self._count: int | None = None  # number of checkpoints, from the index
-        # Running or not: as a listing read it (all heartbeats at once), else read on asking.
+        # Running or not, as a listing read it (all heartbeats at once); else asked each time.
         self._alive: bool | None = None
-        self._read_alive: Callable[[], bool] | None = None
         self.lock = threading.Lock()  # the recording thread appends while the writer reads
         self._set_checkpoints(checkpoints)
 
     def __repr__(self) -> str:
         return f"Experiment(id={self.id!r}, params={self.params!r})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, ExperimentRecord) and other.id == self.id
-
-    def __hash__(self) -> int:
-        return hash(self.id)
-
-    def short_id(self) -> str:
-        return self.id[: metadata.SHORT_ID_LENGTH]
-
-    @property
-    def created_text(self) -> str:
-        return self._created_text or metadata.format_time(self.created)
 
     # --- checkpoints and packages, read on first use for experiments from a listing ---
 
@@ -366,7 +372,7 @@ class ExperimentRecord:
     def is_running(self) -> bool:
         if self._alive is not None:
             return self._alive
-        return self._read_alive() if self._read_alive is not None else False
+        return self._project is not None and self._project.is_running(self.id)
 
     @property
     def duration(self) -> dt.timedelta | None:

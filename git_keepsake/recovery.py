@@ -47,7 +47,7 @@ def recover(workspace: Workspace) -> list[Recovered]:
     happened in, which stays for the next try."""
     out: list[Recovered] = []
     root = workspace.state_dir / "staging"
-    for session, fd in orphaned_sessions(root, workspace.writer.session):
+    for session, fd in orphaned_sessions(root, workspace.writer.session.folder):
         try:
             out += _recover_session(workspace, session)
             discard_session(session)

@@ -12,8 +12,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .catalog import Catalog
-from .config import CONFIG_NAMES, DEFAULT_REPOSITORY, find_config, find_git_dir, load_config
-from .errors import ConfigError
+from .config import (
+    CONFIG_NAMES,
+    DEFAULT_MAX_FILE_SIZE,
+    DEFAULT_REPOSITORY,
+    find_config,
+    find_git_dir,
+    load_config,
+)
+from .errors import ConfigError, KeepsakeError
 from .records import ExperimentRecord
 from .storage import open_storage
 from .store.layout import Repository
@@ -39,8 +46,8 @@ class Workspace:
         self._directory_arg = directory
 
     @cached_property
-    def _resolved(self) -> tuple[Path, str, Path | None]:
-        """(project dir, repository URL, config file)."""
+    def _resolved(self) -> tuple[Path, str, Path | None, dict[str, Any]]:
+        """(project dir, repository URL, config file, its settings)."""
         if self._directory_arg is not None:
             directory = Path(self._directory_arg).resolve()
             if not directory.is_dir():
@@ -61,8 +68,7 @@ class Workspace:
             or settings.get("storage")
             or DEFAULT_REPOSITORY
         )
-        self._settings = settings
-        return directory, url, config
+        return directory, url, config, settings
 
     @property
     def directory(self) -> Path:
@@ -95,10 +101,7 @@ class Workspace:
 
     @property
     def git_max_file_size(self) -> int:
-        from .git.repo import DEFAULT_MAX_FILE_SIZE
-
-        _ = self._resolved
-        return self._settings.get("git_max_file_size", DEFAULT_MAX_FILE_SIZE)
+        return self._resolved[3].get("git_max_file_size", DEFAULT_MAX_FILE_SIZE)
 
     @cached_property
     def catalog(self) -> Catalog:
@@ -108,10 +111,14 @@ class Workspace:
         )
 
     def _build_experiment(self, data: dict[str, Any], lazy=None) -> ExperimentRecord:
-        experiment = self.experiment_type.from_json(self, data, lazy)
-        repository = self.repository
-        experiment._read_alive = lambda: _is_running(repository, experiment.id)
-        return experiment
+        return self.experiment_type.from_json(self, data, lazy)
+
+    def is_running(self, experiment_id: str) -> bool:
+        """Whether the experiment's heartbeat is fresh (False if it can't be read)."""
+        try:
+            return self.repository.is_running(experiment_id)
+        except KeepsakeError:
+            return False
 
     @cached_property
     def git_dirs(self) -> tuple[Path, Path] | None:
@@ -200,12 +207,3 @@ class Workspace:
             skip = local.relative_to(self.directory).as_posix() + "/"
             files = [f for f in files if not f.startswith(skip)]
         return files
-
-
-def _is_running(repository: Repository, experiment_id: str) -> bool:
-    from .errors import KeepsakeError
-
-    try:
-        return repository.is_running(experiment_id)
-    except KeepsakeError:
-        return False

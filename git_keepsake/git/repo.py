@@ -34,11 +34,11 @@ from pathlib import Path
 
 import pygit2
 
+from ..config import DEFAULT_MAX_FILE_SIZE
 from ..errors import GitError
 from .refs import METADATA_REFS, NAMESPACE, ExperimentRef, fetched_prefix
 
 METADATA_FILE = ".keepsake/experiment.json"
-DEFAULT_MAX_FILE_SIZE = 5 * 1024 * 1024  # untracked files above this stay out of git
 
 # How a file is staged, per git's own modes.
 _FILE, _EXECUTABLE, _LINK = (

@@ -148,11 +148,11 @@ class Repository:
         return self.storage.exists(experiment_metadata_key(experiment_id))
 
     def read_experiment(self, experiment_id: str) -> dict[str, Any]:
-        key = experiment_metadata_key(experiment_id)
-        raw = self.storage.get_bytes(key)
+        raw = self.experiment_bytes(experiment_id)
         try:
-            return metadata.decode(raw, key)
+            return metadata.decode(raw, experiment_id)
         except ValueError as e:
+            key = experiment_metadata_key(experiment_id)
             raise CorruptRepository(f"{self.url}/{key} is not valid JSON: {e}") from e
 
     def delete_experiment(self, experiment_id: str, tarballs: list[tuple[str, str]]) -> None:

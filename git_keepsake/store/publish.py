@@ -10,6 +10,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+from .. import metadata
 from ..errors import KeepsakeError
 from ..records import CheckpointRecord, ExperimentRecord, GitInfo
 from ..runtime import warn, warn_or_raise
@@ -107,13 +108,16 @@ def rebuild_notes(git: GitRepo, experiments: list[ExperimentRecord], in_git: set
 
 
 class Recording:
-    """An experiment this process records, as the background writer sees it: its metadata as
-    far as its files are stored, encoded incrementally, and where it is published."""
+    """An experiment this process records: its metadata as far as its files are stored,
+    encoded incrementally, where it is published, and its last step (a checkpoint() without
+    one takes the next)."""
 
     def __init__(self, experiment: ExperimentRecord, publication: Publication):
         self.experiment = experiment
         self.publication = publication
         self.id = experiment.id
+        steps = (c.step for c in experiment.checkpoints if c.step is not None)
+        self.last_step = max(steps, default=-1)
         self.note_due = publication.git is not None  # the note on HEAD, with the next write
         self._pending: set[str] = set()  # checkpoints whose tarball is not stored yet
         self._encoded: dict[str, str] = {}  # checkpoint id -> its JSON text, encoded once
@@ -137,8 +141,6 @@ class Recording:
 
     def stored_json(self) -> str:
         """The metadata file, naming only checkpoints whose files are already in the repository."""
-        from .. import metadata
-
         experiment = self.experiment
         with experiment.lock, self._lock:
             checkpoints = [c for c in experiment.checkpoints if c.id not in self._pending]

@@ -86,7 +86,8 @@ class Writer:
     def __init__(self, repository: Repository, staging_root: Path):
         self.repository = repository
         self.staging_root = staging_root
-        self.journal = Session(staging_root)  # what recovery needs if this process dies
+        # This process's staged files and journal: what recovery needs if it dies.
+        self.session = Session(staging_root)
         self._cond = threading.Condition()
         self._pending = _Pending()
         self._busy = False
@@ -98,15 +99,10 @@ class Writer:
         self._thread: threading.Thread | None = None
         runtime.writers.add(self)
 
-    @property
-    def session(self) -> Path | None:
-        """This process's staging folder, if it has made one yet."""
-        return self.journal.folder
-
     def close_session(self) -> None:
         """At exit: the session folder goes if nothing is left in it for recovery."""
         if not self.pending():
-            self.journal.close()
+            self.session.close()
 
     def report_interrupted(self) -> None:
         """Ctrl-C ended the wait at exit: say what is left. Its files stay staged, and each
@@ -115,7 +111,7 @@ class Writer:
         if count:
             runtime.say(
                 f"interrupted: {count} write(s) to {self.repository.url} not done; "
-                f"their files stay staged in {self.session or self.staging_root}"
+                f"their files stay staged in {self.session.folder or self.staging_root}"
             )
 
     # --- called by the training thread ---
