@@ -35,3 +35,25 @@ def test_read_refs_defers_to_git_for_reftable(tmp_path):
 
 def test_read_refs_without_any_refs(tmp_path):
     assert read_refs(tmp_path, "refs/keepsake/metadata/") == {}
+
+
+def test_experiment_ref_prints_and_parses_and_refuses_what_is_not_an_id():
+    from git_keepsake.git.refs import ExperimentRef
+
+    eid = "ab" * 32
+    ref = ExperimentRef.metadata(eid)
+    assert str(ref) == f"refs/keepsake/metadata/{eid}"
+    assert ExperimentRef.from_ref(str(ref)) == ref
+    fetched = ExperimentRef("experiments", eid, remote="origin")
+    assert str(fetched) == f"refs/keepsake-fetched/origin/keepsake/experiments/{eid}"
+    assert ExperimentRef.from_ref(str(fetched)) == fetched
+    assert fetched.local() == ExperimentRef.snapshot(eid)
+    for bad in (
+        "refs/keepsake/metadata/notanid",
+        f"refs/keepsake/metadata/{eid.upper()}",
+        f"refs/keepsake/metadata/{eid}/x",
+        f"refs/keepsake/other/{eid}",
+        f"refs/heads/{eid}",
+        f"refs/keepsake-fetched/origin/metadata/{eid}",
+    ):
+        assert ExperimentRef.from_ref(bad) is None, bad

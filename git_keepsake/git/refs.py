@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..metadata import is_id
+
 NAMESPACE = "refs/keepsake/"
 EXPERIMENTS_REFS = NAMESPACE + "experiments/"  # -> the snapshot commit, written once
 METADATA_REFS = NAMESPACE + "metadata/"  # -> the metadata commit, moved as checkpoints arrive
@@ -62,8 +64,8 @@ class ExperimentRef:
         else:
             return None
         kind, _, experiment_id = rest.partition("/")
-        if kind not in KINDS or not experiment_id or "/" in experiment_id:
-            return None
+        if kind not in KINDS or not is_id(experiment_id):
+            return None  # a remote's refs are untrusted: an ID is 64 hex characters or nothing
         return cls(kind, experiment_id, remote)
 
     def local(self) -> ExperimentRef:
