@@ -1,7 +1,7 @@
 """The recording process's policy: strict mode, stderr lines, the exit and at-fork handlers, and
 the guard that keeps keepsake from breaking a training script.
 
-Everything here is process-wide and owned once: the one `atexit` handler stops this process's
+Everything here is process-wide and owned once: the one exit handler stops this process's
 running experiments and then waits for its writers, in that order, whatever was imported first;
 the one at-fork handler makes a forked child forget both (a data-loader worker must neither
 wait on writes only the parent will do, nor tidy away the parent's staging folder).
@@ -13,6 +13,7 @@ import atexit
 import functools
 import os
 import sys
+import threading
 import weakref
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
@@ -131,5 +132,21 @@ def _in_forked_child() -> None:
     writers.clear()
 
 
-atexit.register(_at_exit)
+def _register_exit_handler() -> None:
+    """Run `_at_exit` before the interpreter shuts down thread pools. concurrent.futures stops
+    taking work at the start of shutdown (threading's own exit hooks, which run before atexit's)
+    and boto3 and google-cloud-storage upload through such pools: a plain atexit handler found
+    them closed, and every write left at exit failed ("cannot schedule new futures after
+    interpreter shutdown") and was retried for minutes. threading's hooks run last-registered
+    first, so ours goes in after concurrent.futures' own."""
+    import concurrent.futures.thread  # noqa: F401  (registers its hook first)
+
+    register = getattr(threading, "_register_atexit", None)
+    if register is None:  # not CPython's threading: the best we can do
+        atexit.register(_at_exit)
+    else:
+        register(_at_exit)
+
+
+_register_exit_handler()
 os.register_at_fork(after_in_child=_in_forked_child)

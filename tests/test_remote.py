@@ -407,3 +407,22 @@ def test_a_transfer_dropped_mid_stream_is_produced_again(s3_env, tmp_path, monke
     assert len(produced) == 2
     assert storage.get_bytes("checkpoints/c.tar.gz") == data
     assert storage.client.list_multipart_uploads(Bucket=storage.bucket).get("Uploads", []) == []
+
+
+def test_exit_without_stop_stores_every_checkpoint_in_a_bucket(scheme, git_project):
+    """The seed's iris script never calls stop(). Exit must write what checkpoint() staged as
+    stop() would: the bucket clients' thread pools are still there when it does."""
+    url = f"{scheme}://{new_bucket_name()}"
+    (git_project / "keepsake.yaml").write_text(f'repository: "{url}"\n')
+    script = TRAIN.replace("experiment.stop()\n", "")
+    script = script.replace("range(3)", "range(10)")
+    done = run_script(script, cwd=git_project, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "warning" not in done.stderr, done.stderr
+    experiment_id = done.stdout.split()[0]
+    ls = cli("ls", "--json", "-R", url, cwd=git_project)
+    assert ls.returncode == 0, ls.stderr
+    [listed] = json.loads(ls.stdout)
+    assert listed["id"] == experiment_id
+    assert listed["num_checkpoints"] == 10
+    assert listed["status"] == "stopped"
