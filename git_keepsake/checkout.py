@@ -11,34 +11,47 @@ on disk), with executable bits and symlinks. Files left out of git for their siz
 from the experiment's tarball. Without the snapshot (recorded by Keepsake, outside git, or not
 fetched), code comes from `experiments/<id>.tar.gz`, if there is one.
 
-How it stays safe (DESIGN invariant 5: nothing lands outside the output folder):
+How it stays safe (DESIGN invariant 5: nothing lands outside the output folder, in `.git` or
+the repository folder, or goes through a symlink). The CLI and the Python API
+(`Checkpoint.checkout`) both come here, so they share every check:
 - `plan_checkout()` writes nothing in the output folder but a staging folder of its own
   (`.keepsake-checkout-*`, same filesystem), where everything new or different is extracted
-  first. Tar members with `..`, absolute paths, links or devices, or that would go into `.git`
-  or the repository folder, raise UnsafeTarball while only staging has been written. A path
-  whose parent is a symlink out of the output folder, a folder where a file must go, or a file
-  where a folder must go raise CheckoutError. Then each file is compared with what is there
-  (size first, then bytes): `plan.conflicts` lists the existing files that would change.
-- `plan.apply()` renames the staged files into place. Unchanged files are not touched. Nothing
-  is ever deleted, and each target is checked again just before it is replaced: a file edited
-  since it was compared stops the checkout rather than be lost.
-- Symlinks in the git snapshot are written only if their target is relative and stays inside
-  the output folder; others are skipped with a note (they come from the user's own repository,
-  so refusing the whole checkout for them would be unhelpful). Submodules are skipped too.
+  first. The staging folder ignores itself for git (a `.gitignore` of `*` inside it) and is
+  locked while its checkout lives; a killed checkout's is removed by the next command in that
+  folder (`remove_abandoned_staging`). Before anything is staged, the sizes the tarballs
+  declare are checked against the free space (a tar bomb stops there).
+- Tar members with `..`, absolute paths, links or devices, or that would go into `.git` (in any
+  case) or the repository folder, raise UnsafeTarball while only staging has been written. A
+  path with a symlink among its folders (wherever it leads: a later write would go through
+  it), a folder that is `.git` or the repository folder for real (same inode), a folder where
+  a file must go, or a file where a folder must go raise CheckoutError. Then each file is
+  compared with what is there (size first, then bytes): `plan.conflicts` lists the existing
+  files that would change.
+- `plan.apply()` renames the staged files into place, opening each folder from the output
+  folder down with O_NOFOLLOW, so no link put there since the check can redirect a write.
+  Unchanged files are not touched. Nothing is ever deleted, and each target is checked again
+  just before it is replaced: a file edited since it was compared stops the checkout rather
+  than be lost.
+- Symlinks in the git snapshot are written only if their target is relative, has `..` only
+  at its start (after a name, `..` leaves whatever that name links to: `s/../..`), and stays
+  inside the output folder and out of `.git` and the repository folder, by name and for real
+  (through the links already there). Others are skipped with a note (they come from a git
+  repository, so refusing the whole checkout for them would be unhelpful). Submodules are
+  skipped too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import os
 import posixpath
 import secrets
 import shutil
 import stat
-import tarfile
 import tempfile
 import weakref
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +68,9 @@ STAGING_PREFIX = CHECKOUT_STAGING_PREFIX  # snapshots always skip it
 CHUNK = 1024 * 1024
 PROGRESS_STEP = 1024 * 1024
 OTHER_DIR_HINT = "move it out of the way, or check out to another folder with -o DIR"
+LOCK_FILE = "lock"  # in a staging folder: held while its checkout lives
+MAX_INFLATE_RATIO = 1032  # deflate's limit: a .tar.gz never holds more than this times its size
+BLOCK = 4096  # what a file takes on disk at least
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
 
@@ -111,12 +127,14 @@ class CheckoutPlan:
         checkpoint: CheckpointRecord | None,
         reason: str | None,
         output_dir: Path,
+        reserved: dict[tuple[int, int], str],
     ):
         self.project = project
         self.experiment = experiment
         self.checkpoint = checkpoint
         self.checkpoint_reason = reason  # "asked", "best", "latest", or None without one
         self.output_dir = output_dir  # resolved (symlinks followed)
+        self.reserved = reserved  # (st_dev, st_ino) of folders never written into -> what
         self.code_source: str | None = None  # "git", "tarball", or None: no code
         self.code_description = ""  # e.g. "git snapshot 1a2b3c4 of main @ 9f8e7d6"
         self.files: list[PlannedFile] = []  # sorted by path
@@ -154,23 +172,34 @@ class CheckoutPlan:
         written: list[str] = []
         target = root
         done = False
+        root_fd = None
         try:
             # Everything is checked again first (the prompt may have waited an hour), so a
             # file edited meanwhile stops the checkout before anything is written...
             changes = [f for f in self.files if f.status != "unchanged"]
             for f in changes:
                 target = _target(root, f.path)
-                self._check_unchanged_since_compared(f, target, _inspect(root, f.path), written)
+                st = _inspect(root, f.path, self.reserved)
+                self._check_unchanged_since_compared(f, target, st, written)
+            root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
             for f in changes:
                 target = _target(root, f.path)
-                st = _inspect(root, f.path)
+                st = _inspect(root, f.path, self.reserved)
                 # ...and each file just before it is replaced, to keep the window small.
                 self._check_unchanged_since_compared(f, target, st, written)
-                if f.status == "mode":
-                    os.chmod(target, _exec_mode(st.st_mode, f.kind == "exec"))
-                else:
-                    os.makedirs(os.path.dirname(target), exist_ok=True)
-                    _move(f.staged, target)
+                folder = _open_folder(root_fd, f.path)
+                name = f.path.rpartition("/")[2]
+                try:
+                    if f.status == "mode":
+                        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=folder)
+                        try:
+                            os.fchmod(fd, _exec_mode(st.st_mode, f.kind == "exec"))
+                        finally:
+                            os.close(fd)
+                    else:
+                        _move(f.staged, name, folder)
+                finally:
+                    os.close(folder)
                 written.append(f.path)
             done = True
         except OSError as e:
@@ -178,6 +207,8 @@ class CheckoutPlan:
                 f"could not write {target}: {e.strerror or e}" + _written_before(written)
             ) from e
         finally:
+            if root_fd is not None:
+                os.close(root_fd)
             self.close(keep_output_dir=done or bool(written))
         return CheckoutResult(self.output_dir, written, self.unchanged)
 
@@ -207,10 +238,15 @@ class CheckoutPlan:
 
     def _staging_dir(self) -> str:
         if self._staging is None:
-            self._staging = tempfile.mkdtemp(
-                prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=self.output_dir
-            )
-            self._cleanup = weakref.finalize(self, shutil.rmtree, self._staging, True)
+            prefix = f"{STAGING_PREFIX}{os.getpid()}-"
+            staging = tempfile.mkdtemp(prefix=prefix, dir=self.output_dir)
+            lock = os.open(os.path.join(staging, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+            fcntl.flock(lock, fcntl.LOCK_EX)  # the kernel lets go when this process dies
+            self._staging = staging
+            self._cleanup = weakref.finalize(self, _remove_staging, staging, lock)
+            # Never in `git status`, whatever the user's ignore rules, even after a kill.
+            with open(os.path.join(staging, ".gitignore"), "w") as f:
+                f.write("*\n")
         return self._staging
 
     def _new_staged_path(self) -> str:
@@ -218,24 +254,47 @@ class CheckoutPlan:
         return os.path.join(self._staging_dir(), f"{self._count:07d}")
 
 
-def _remove_abandoned_staging(directory: str) -> None:
-    """Delete staging folders left by checkouts that were killed (their process is gone):
-    `.keepsake-checkout-<pid>-*`. A live process's folder is never touched."""
+def _remove_staging(staging: str, lock: int) -> None:
+    shutil.rmtree(staging, ignore_errors=True)
+    os.close(lock)
+
+
+def remove_abandoned_staging(directory: str | os.PathLike) -> None:
+    """Delete the staging folders (`.keepsake-checkout-<pid>-*`, up to a checkpoint's size of
+    partial weights) that killed checkouts left in `directory`. A live checkout holds the lock
+    on its folder's lock file; a folder without one (being made, or from an older version) is
+    judged by whether the process in its name is alive. A live one's is never touched."""
     try:
         names = [n for n in os.listdir(directory) if n.startswith(STAGING_PREFIX)]
     except OSError:
         return
     for name in names:
-        pid = name[len(STAGING_PREFIX) :].split("-", 1)[0]
-        if not pid.isdigit() or int(pid) == os.getpid():
+        folder = os.path.join(directory, name)
+        try:
+            lock = os.open(os.path.join(folder, LOCK_FILE), os.O_RDWR)
+        except FileNotFoundError:
+            pid = name[len(STAGING_PREFIX) :].split("-", 1)[0]
+            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+                shutil.rmtree(folder, ignore_errors=True)
+            continue
+        except OSError:
             continue
         try:
-            os.kill(int(pid), 0)
-            continue  # alive (or not ours to signal): leave it
-        except ProcessLookupError:
-            shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
-        except PermissionError:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(lock)  # its checkout is running
             continue
+        _remove_staging(folder, lock)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # someone else's
+    return True
 
 
 def choose_checkpoint(
@@ -256,6 +315,7 @@ def plan_checkout(
     output_dir: str | os.PathLike | None = None,
     *,
     path: str | None = None,
+    code: bool = True,
     progress: Progress | None = None,
     log: Callable[[str], None] | None = None,
 ) -> CheckoutPlan:
@@ -263,6 +323,7 @@ def plan_checkout(
     prefix) into `output_dir` (default: the project dir, made if missing) would write.
 
     `path`: only this project-relative file or folder, from the code and the checkpoint alike.
+    `code=False`: the checkpoint's files only, not its experiment's code.
     `progress(done, total)` is called as bytes are extracted; `log` gets a line per download.
     Raises UnsafeTarball, CheckoutError, NotFound... with nothing written but staging, which
     is removed then. Otherwise the caller must `apply()` or `close()` the plan.
@@ -276,17 +337,28 @@ def plan_checkout(
     directory = os.path.abspath(
         os.fspath(output_dir if output_dir is not None else project.directory)
     )
+    reserved = _reserved_folders(project)
+    real = os.path.realpath(directory)
+    inside = [name for folder, name in reserved.items() if _inside(real, folder) and folder != real]
+    if inside or _has_git_part(real):
+        raise CheckoutError(
+            f"{directory} is in {inside[0] if inside else 'a .git folder'}: checkout never "
+            "writes there",
+            hint="check out to another folder with -o DIR",
+        )
     created = _make_output_dir(directory)
-    _remove_abandoned_staging(directory)
-    plan = CheckoutPlan(project, experiment, checkpoint, reason, Path(os.path.realpath(directory)))
+    remove_abandoned_staging(directory)
+    plan = CheckoutPlan(project, experiment, checkpoint, reason, Path(real), _folder_ids(reserved))
     plan._created = created
     try:
-        _Planner(plan, only, progress, log).run()
+        _Planner(plan, only, code, progress, log).run()
     except OSError as e:
         plan.close()
         where = f" {e.filename}" if e.filename else ""
         raise CheckoutError(
-            f"could not check out into {plan.output_dir}:{where} {e.strerror or e}"
+            f"could not check out into {plan.output_dir}:{where} {e.strerror or e}",
+            hint="nothing was written; check the folder's permissions and free space, or check "
+            "out to another folder with -o DIR",
         ) from e
     except BaseException:
         plan.close()
@@ -300,14 +372,15 @@ def checkout(
     output_dir: str | os.PathLike | None = None,
     *,
     path: str | None = None,
+    code: bool = True,
     force: bool = False,
 ) -> CheckoutResult:
     """Check out `target` into `output_dir` (default: the project dir).
 
     Raises WouldOverwrite, having written nothing, if existing files would change and `force`
-    is not set. Never deletes a file.
+    is not set. Never deletes a file. `code=False`: the checkpoint's files only.
     """
-    with plan_checkout(project, target, output_dir, path=path) as plan:
+    with plan_checkout(project, target, output_dir, path=path, code=code) as plan:
         if plan.conflicts and not force:
             raise WouldOverwrite(plan.output_dir, plan.conflicts)
         return plan.apply()
@@ -316,11 +389,12 @@ def checkout(
 class _Planner:
     """Fills a CheckoutPlan: gathers the sources, stages what differs, compares."""
 
-    def __init__(self, plan: CheckoutPlan, only: str | None, progress, log):
+    def __init__(self, plan: CheckoutPlan, only: str | None, code: bool, progress, log):
         self.plan = plan
         self.project = plan.project
         self.root = str(plan.output_dir)
         self.only = only
+        self.code_wanted = code
         self.progress = progress
         self.log = log or (lambda line: None)
         self.done = 0
@@ -330,23 +404,28 @@ class _Planner:
         self.available: set[str] = set()  # every path in the sources, for "not found" errors
         self.code: dict[str, PlannedFile] = {}
         self.weights: dict[str, PlannedFile] = {}
-        self.reserved = self._reserved_folders()
+        self.reserved = self._reserved_inside()
         self.downloaded: dict[str, str] = {}  # local copy -> the blob's URL
 
     def run(self) -> None:
         plan = self.plan
-        git_files = self._git_snapshot()
-        code_tarball = self._code_tarball(git_files is not None)
+        git_files = self._git_snapshot() if self.code_wanted else None
+        code_tarball = self._code_tarball(git_files is not None) if self.code_wanted else None
         weights_tarball = self._checkpoint_tarball()
         if git_files is not None:
             self._plan_git(git_files)
+        in_git = {entry[0] for entry in git_files or ()}
+        tarballs = [
+            (tarball, skip)
+            for tarball, skip in ((code_tarball, in_git), (weights_tarball, set()))
+            if tarball is not None
+        ]
+        self._check_space(tarballs)
         self.total = sum(f.size for f in self.code.values() if f.blob is not None)
-        for tarball in (code_tarball, weights_tarball):
-            if tarball is not None:
-                self.total += os.path.getsize(tarball)
+        for tarball, _ in tarballs:
+            self.total += os.path.getsize(tarball)
         self._tick(0)
         if code_tarball is not None:
-            in_git = {entry[0] for entry in git_files or ()}
             self._stage_tarball(code_tarball, "code", skip=in_git)
         if weights_tarball is not None:
             self._stage_tarball(weights_tarball, "checkpoint")
@@ -440,6 +519,28 @@ class _Planner:
             )
         return local
 
+    def _check_space(self, tarballs: list[tuple[str, set[str]]]) -> None:
+        """Refuse, before anything is staged, a checkout the disk can't hold (a tar bomb
+        compresses a thousandfold). A tarball is listed only if it could hold more than fits."""
+        free = shutil.disk_usage(self.plan._staging_dir()).free
+        need = sum(f.size + BLOCK for f in self.code.values() if f.blob is not None)
+        if need + sum(os.path.getsize(t) * MAX_INFLATE_RATIO for t, _ in tarballs) <= free:
+            return
+        for tarball, skip in tarballs:
+            name = self.downloaded.get(tarball, tarball)
+            with open(tarball, "rb") as raw:
+                need += sum(
+                    member.size + BLOCK
+                    for rel, member, _ in iter_files(name, raw)
+                    if rel not in skip and self._selected(rel)
+                )
+        if need > free:
+            raise CheckoutError(
+                f"not enough space in {self.root}: the checkout needs {_mb(need)}, "
+                f"{_mb(free)} is free",
+                hint="free some space, or check out to another folder with -o DIR",
+            )
+
     def _fetch(self, kind: str, object_id: str) -> str | None:
         """A local path to a tarball (downloaded into staging if remote), None if absent."""
         repository = self.project.repository
@@ -467,15 +568,16 @@ class _Planner:
                     "`git submodule update`"
                 )
                 continue
-            reason = self._reserved_reason(path)
-            if reason:
-                raise CheckoutError(f"the git snapshot has {path!r}, which {reason}")
+            place = self._reserved_place(path)
+            if place:
+                raise CheckoutError(
+                    f"the git snapshot has {path!r}, which would be written into {place}"
+                )
             if kind == "link":
                 link = os.fsdecode(git.read_blob(blob))
-                if not _link_stays_inside(path, link):
-                    self.plan.notes.append(
-                        f"skipped symlink {path} -> {link}: it points outside the output folder"
-                    )
+                problem = self._link_problem(path, link)
+                if problem:
+                    self.plan.notes.append(f"skipped symlink {path} -> {link}: {problem}")
                     continue
                 self.code[path] = PlannedFile(path, "code", "link", len(link), link=link)
             else:
@@ -485,25 +587,26 @@ class _Planner:
         planned = self.code if source == "code" else self.weights
         start = self.done
         name = self.downloaded.get(src, src)  # errors name the blob, not our temp copy
-        try:
-            with open(src, "rb") as raw:
-                for rel, member, reader in iter_files(name, _Counted(raw, self._tick)):
-                    reason = self._reserved_reason(rel)
-                    if reason:
-                        raise UnsafeTarball(f"{name}: member {member.name!r} {reason}", UNSAFE_HINT)
-                    if rel in skip:
-                        continue  # the git snapshot has it
-                    self.available.add(rel)
-                    if not self._wanted(rel):
-                        continue
-                    _inspect(self.root, rel)  # fail before staging gigabytes, not after
-                    kind = "exec" if member.mode & 0o111 else "file"
-                    staged = self.plan._new_staged_path()
-                    with _create(staged, kind) as out:
-                        shutil.copyfileobj(reader, out, CHUNK)
-                    planned[rel] = PlannedFile(rel, source, kind, member.size, staged=staged)
-        except (tarfile.TarError, zlib.error, EOFError) as e:
-            raise CorruptRepository(f"{name} is not a readable .tar.gz: {e}") from e
+        with open(src, "rb") as raw:
+            for rel, member, reader in iter_files(name, _Counted(raw, self._tick)):
+                place = self._reserved_place(rel)
+                if place:
+                    raise UnsafeTarball(
+                        f"{name}: member {member.name!r} would be written into {place}",
+                        UNSAFE_HINT,
+                    )
+                if rel in skip:
+                    continue  # the git snapshot has it
+                self.available.add(rel)
+                if not self._wanted(rel):
+                    continue
+                # Fail before staging gigabytes, not after.
+                _inspect(self.root, rel, self.plan.reserved)
+                kind = "exec" if member.mode & 0o111 else "file"
+                staged = self.plan._new_staged_path()
+                with _create(staged, kind) as out:
+                    shutil.copyfileobj(reader, out, CHUNK)
+                planned[rel] = PlannedFile(rel, source, kind, member.size, staged=staged)
         self._tick(os.path.getsize(src) - (self.done - start))  # padding after the end marker
 
     def _merge(self) -> list[PlannedFile]:
@@ -531,7 +634,7 @@ class _Planner:
     def _compare(self, f: PlannedFile) -> None:
         """Set f.status from what is at the target; stage what must be written."""
         target = _target(self.root, f.path)
-        st = _inspect(self.root, f.path)
+        st = _inspect(self.root, f.path, self.plan.reserved)
         is_file = st is not None and stat.S_ISREG(st.st_mode)
         if f.kind == "link":
             same = st is not None and stat.S_ISLNK(st.st_mode) and os.readlink(target) == f.link
@@ -559,9 +662,12 @@ class _Planner:
 
     # --- helpers ---
 
-    def _wanted(self, rel: str) -> bool:
+    def _selected(self, rel: str) -> bool:
         only = self.only
-        if only is None or rel == only or rel.startswith(only + "/"):
+        return only is None or rel == only or rel.startswith(only + "/")
+
+    def _wanted(self, rel: str) -> bool:
+        if self._selected(rel):
             self.matched = True
             return True
         return False
@@ -575,24 +681,58 @@ class _Planner:
             self.reported = self.done
             self.progress(self.done, self.total)
 
-    def _reserved_folders(self) -> list[str]:
-        """Folders in the output folder no checkout may write into: the local repository."""
-        local = self.project.local_repository_dir()
-        if local is None:
-            return []
-        try:
-            rel = Path(os.path.realpath(local)).relative_to(self.root).as_posix()
-        except ValueError:
-            return []
-        return [] if rel == "." else [rel]
+    def _reserved_inside(self) -> list[str]:
+        """The output-relative paths of the folders never written into that are inside it."""
+        out = []
+        for folder in _reserved_folders(self.project):
+            try:
+                rel = Path(folder).relative_to(self.root).as_posix()
+            except ValueError:
+                continue
+            if rel != ".":
+                out.append(rel)
+        return out
 
-    def _reserved_reason(self, rel: str) -> str | None:
-        if any(part.lower() == ".git" for part in rel.split("/")):
-            return "would be written into a .git folder"
+    def _reserved_place(self, rel: str) -> str | None:
+        """What `rel` would be written into that it must not be, judged by its name."""
+        if _has_git_part(rel):
+            return "a .git folder"
         for folder in self.reserved:
             if rel == folder or rel.startswith(folder + "/"):
-                return f"would be written into the repository folder {folder}"
+                return f"the repository folder {folder}"
         return None
+
+    def _link_problem(self, rel: str, link: str) -> str | None:
+        """Why a symlink at `rel` to `link` must not be written, or None."""
+        if not link or posixpath.isabs(link) or os.path.isabs(link):
+            return "it points outside the output folder"
+        parts = [p for p in link.split("/") if p not in ("", ".")]
+        ups = 0
+        while ups < len(parts) and parts[ups] == "..":
+            ups += 1
+        if ".." in parts[ups:]:
+            return "it has '..' after a folder name, which another link could lead anywhere"
+        base = rel.split("/")[:-1]
+        if ups > len(base):
+            return "it points outside the output folder"
+        resolved = "/".join(base[: len(base) - ups] + parts[ups:])
+        place = self._reserved_place(resolved) if resolved else None
+        if place:
+            return f"it points into {place}"
+        # For real: through the links already in the output folder.
+        real = os.path.realpath(_target(self.root, resolved) if resolved else self.root)
+        if not _inside(real, self.root):
+            return "it leads outside the output folder, through a link there"
+        place = self._reserved_place(Path(real).relative_to(self.root).as_posix())
+        folder = real
+        while not place and folder != self.root and _inside(folder, self.root):
+            try:
+                st = os.stat(folder)
+                place = self.plan.reserved.get((st.st_dev, st.st_ino))
+            except OSError:
+                pass
+            folder = os.path.dirname(folder)
+        return f"it points into {place}" if place else None
 
     def _path_not_found(self) -> NotFound:
         plan = self.plan
@@ -665,9 +805,39 @@ def _inside(path: str, root: str) -> bool:
     return os.path.commonpath([path, root]) == root
 
 
-def _inspect(root: str, rel: str) -> os.stat_result | None:
+def _has_git_part(path: str) -> bool:
+    """`.git` in any case: one on a case-insensitive disk is git's own."""
+    return any(part.lower() == ".git" for part in path.replace(os.sep, "/").split("/"))
+
+
+def _reserved_folders(project: Workspace) -> dict[str, str]:
+    """The resolved folders no checkout may write into -> how to name them: the git dir and
+    the local repository."""
+    out = {}
+    if project.git_dirs:
+        git_dir = os.path.realpath(project.git_dirs[1])
+        out[git_dir] = f"the git folder {git_dir}"
+    local = project.local_repository_dir()
+    if local is not None:
+        out[os.path.realpath(local)] = f"the repository folder {local}"
+    return out
+
+
+def _folder_ids(folders: dict[str, str]) -> dict[tuple[int, int], str]:
+    ids = {}
+    for folder, name in folders.items():
+        try:
+            st = os.stat(folder)
+        except OSError:
+            continue
+        ids[(st.st_dev, st.st_ino)] = name
+    return ids
+
+
+def _inspect(root: str, rel: str, reserved: dict[tuple[int, int], str]) -> os.stat_result | None:
     """lstat of the target (None if absent), once it is clear that it can be written without
-    writing outside `root` (a resolved path) or deleting anything."""
+    going through a symlink, into a `reserved` folder (by inode: whatever its name's case),
+    outside `root` (a resolved path), or deleting anything."""
     parts = rel.split("/")
     folder = root
     for part in parts[:-1]:
@@ -677,21 +847,14 @@ def _inspect(root: str, rel: str) -> os.stat_result | None:
         except FileNotFoundError:
             return None  # made at apply time; nothing below it exists
         if stat.S_ISLNK(st.st_mode):
-            real = os.path.realpath(folder)
-            if not _inside(real, root):
-                raise CheckoutError(
-                    f"{folder} is a symlink to {os.readlink(folder)!r}, outside {root}: "
-                    f"{rel} would be written there",
-                    hint="replace the link with a folder, or check out to another folder with "
-                    "-o DIR",
-                )
-            try:
-                st = os.stat(folder)
-            except FileNotFoundError:
-                raise CheckoutError(
-                    f"{folder} is a broken symlink, and {rel} needs a folder there",
-                    hint=OTHER_DIR_HINT,
-                ) from None
+            raise CheckoutError(
+                f"{folder} is a symlink (to {os.readlink(folder)!r}), and checkout never "
+                f"writes through one: {rel} would go wherever it leads",
+                hint="replace the link with a folder, or check out to another folder with -o DIR",
+            )
+        place = reserved.get((st.st_dev, st.st_ino))
+        if place:
+            raise CheckoutError(f"{folder} is {place}: {rel} can't be written there")
         if not stat.S_ISDIR(st.st_mode):
             raise CheckoutError(
                 f"{folder} is a file, and {rel} needs a folder there", hint=OTHER_DIR_HINT
@@ -716,16 +879,6 @@ def _fingerprint(st: os.stat_result | None) -> tuple | None:
     return (st.st_mode, st.st_size, st.st_mtime_ns, st.st_ino)
 
 
-def _link_stays_inside(rel: str, link: str) -> bool:
-    """A symlink at `rel` to `link` resolves (lexically) inside the output folder. Writes never
-    go through links anyway (every target's folders are checked physically): this keeps links
-    that point at other places on this machine out of the checkout."""
-    if not link or posixpath.isabs(link) or os.path.isabs(link):
-        return False
-    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(rel), link))
-    return resolved != ".." and not resolved.startswith("../")
-
-
 def _create(path: str, kind: str):
     """A new file in staging, its mode as checkout leaves it (the umask applies, as for git)."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
@@ -748,26 +901,54 @@ def _exec_mode(mode: int, executable: bool) -> int:
     return mode | (mode & 0o444) >> 2 if executable else mode & ~0o111
 
 
-def _move(staged: str, target: str) -> None:
+def _open_folder(root_fd: int, rel: str) -> int:
+    """An fd of the folder `rel` goes in, opened one name at a time from the output folder
+    without following symlinks (a link there makes it fail); missing folders are made."""
+    fd = os.dup(root_fd)
     try:
-        os.replace(staged, target)
+        for part in rel.split("/")[:-1]:
+            flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+            try:
+                sub = os.open(part, flags, dir_fd=fd)
+            except FileNotFoundError:
+                os.mkdir(part, dir_fd=fd)
+                sub = os.open(part, flags, dir_fd=fd)
+            os.close(fd)
+            fd = sub
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _move(staged: str, name: str, folder: int) -> None:
+    """Rename the staged file to `name` in the folder open as `folder`."""
+    try:
+        os.replace(staged, name, dst_dir_fd=folder)
         return
     except OSError as e:
         if e.errno != errno.EXDEV:
             raise
     # Another filesystem is mounted inside the output folder: copy beside the target first.
-    folder, name = os.path.split(target)
-    tmp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.tmp")
+    tmp = f".{name}.{secrets.token_hex(4)}.tmp"
     try:
         if os.path.islink(staged):
-            os.symlink(os.readlink(staged), tmp)
+            os.symlink(os.readlink(staged), tmp, dir_fd=folder)
         else:
-            shutil.copy2(staged, tmp)
-        os.replace(tmp, target)
+            mode = stat.S_IMODE(os.stat(staged).st_mode)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+            fd = os.open(tmp, flags, mode, dir_fd=folder)
+            with open(staged, "rb") as src, open(fd, "wb") as out:
+                shutil.copyfileobj(src, out, CHUNK)
+        os.replace(tmp, name, src_dir_fd=folder, dst_dir_fd=folder)
     except BaseException:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp, dir_fd=folder)
         raise
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:,.0f} MB"
 
 
 def _written_before(written: list[str]) -> str:

@@ -47,21 +47,25 @@ class Checkpoint(CheckpointRecord):
         return local
 
     def checkout(self, output_directory: str | os.PathLike, quiet: bool = False) -> list[str]:
-        """Copy this checkpoint's files into output_directory; returns the paths written."""
-        from .tarball import extract_tarball
+        """Copy this checkpoint's files into output_directory, overwriting what is there (as
+        Keepsake does); returns their paths. It is `git keepsake checkout`'s one checkout
+        path, with all its checks (`checkout.py`): nothing goes into .git, outside the folder
+        or through a symlink, and a damaged tarball is a CorruptRepository."""
+        from .checkout import checkout
 
-        stack: list = []
-        try:
-            written = extract_tarball(self._tarball(stack), output_directory)
-        finally:
-            for tmp in stack:
-                tmp.cleanup()
+        if not self.path:
+            raise NotFound(
+                f"checkpoint {self.short_id()} has no files",
+                hint="it was saved without checkpoint(path=...)",
+            )
+        result = checkout(self._workspace(), self, output_directory, code=False, force=True)
+        paths = sorted(result.written + result.unchanged)
         if not quiet:
             say(
-                f"checked out {len(written)} file(s) of checkpoint {self.short_id()} "
+                f"checked out {len(paths)} file(s) of checkpoint {self.short_id()} "
                 f"to {output_directory}"
             )
-        return written
+        return paths
 
     def open(self, path: str) -> IO[bytes]:
         """A readable file object for one file of this checkpoint, streamed, not loaded into memory.

@@ -1,27 +1,27 @@
-"""Keepsake snapshot tarballs: writing, listing and safely extracting `<id>/<path>` .tar.gz."""
+"""Keepsake snapshot tarballs: writing, and reading back safely, `<id>/<path>` .tar.gz (extracting
+them is checkout's, which stages what it reads)."""
 
 from __future__ import annotations
 
 import contextlib
+import gzip
+import io
 import os
 import posixpath
 import queue
-import shutil
 import stat
 import struct
 import tarfile
-import tempfile
 import threading
 import zlib
 from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
-from .errors import UnsafeTarball
+from .errors import CorruptRepository, UnsafeTarball
 
 # Bytes per read/CRC/deflate call when writing: big enough that Python's per-call overhead
 # vanishes, small enough to stay in CPU cache (4 MiB measured clearly slower).
 CHUNK = 256 * 1024
-READ_CHUNK = 1024 * 1024  # per copy call when extracting
 CRC_QUEUE = 32  # chunks (of CHUNK bytes) written but not yet checksummed
 
 # How each file is deflated, from how well a sample of it compresses at level 1. Level 0
@@ -249,10 +249,6 @@ def _strip_top(name: str) -> str:
     return name.partition("/")[2]
 
 
-def _selected(rel: str, only: str | None) -> bool:
-    return only is None or only == "." or rel == only or rel.startswith(only + "/")
-
-
 def _normalize(relpath: str) -> str:
     return posixpath.normpath(relpath.replace(os.sep, "/")).strip("/")
 
@@ -289,106 +285,105 @@ def _not_found(src: str | os.PathLike, relpath: str, available: list[str]) -> Fi
     )
 
 
-def extract_tarball(
-    src: str | os.PathLike, output_dir: str | os.PathLike, *, only: str | None = None
-) -> list[str]:
-    """Extract into output_dir, stripping the top-level folder; return the relative paths written.
-
-    `only`: just this relative file, or everything under this relative directory. Unsafe members
-    raise UnsafeTarball before anything is written. Each file is written to a temp name beside it
-    and renamed into place, so readers never see half a file. Nothing is deleted.
-    """
-    if only is not None:
-        only = _normalize(only)
-    # First pass: judge every member before touching the disk. A second, sequential pass does
-    # the writing: seeking back in a gzip stream would decompress it again from the start.
-    with tarfile.open(src, "r:gz") as tar:
-        files = [_check_member(src, m) for m in tar if not m.isdir()]
-    if only is not None and not any(_selected(rel, only) for rel in files):
-        raise _not_found(src, only, files)
-
-    written = []
-    with tarfile.open(src, "r:gz") as tar:
-        for member in tar:
-            if member.isdir():
-                continue
-            rel = _check_member(src, member)  # again: the file could have changed in between
-            if _selected(rel, only):
-                _extract_one(tar, member, os.path.join(output_dir, *rel.split("/")))
-                written.append(rel)
-    return written
-
-
-def _extract_one(tar: tarfile.TarFile, member: tarfile.TarInfo, target: str) -> None:
-    parent = os.path.dirname(target)
-    os.makedirs(parent, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{os.path.basename(target)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out, tar.extractfile(member) as data:
-            shutil.copyfileobj(data, out, READ_CHUNK)
-        # Only the executable bit is taken from the archive: never setuid or world-writable.
-        os.chmod(tmp, 0o755 if member.mode & 0o111 else 0o644)
-        os.utime(tmp, (member.mtime, member.mtime))
-        os.replace(tmp, target)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def iter_files(
     src: str | os.PathLike, fileobj: BinaryIO | None = None
 ) -> Iterator[tuple[str, tarfile.TarInfo, BinaryIO]]:
     """(normalized relative path, member, reader) of each file, in one sequential pass.
 
-    Each member is judged as extract_tarball judges it (UnsafeTarball at the first bad one),
+    Each member is judged (UnsafeTarball at the first link, device, `..` or absolute path),
     but only when it is reached: a caller must write what it reads somewhere it can throw
     away (a staging folder) until the pass is over. Directory entries are skipped. `fileobj`
     gives the raw .tar.gz bytes instead of opening `src` (to count progress, say); `src` still
-    names the tarball in errors. A reader is valid until the next item is asked for.
+    names the tarball in errors. A reader is valid until the next item is asked for. A damaged
+    tarball raises CorruptRepository, from the iteration or from a reader.
     """
-    with tarfile.open(src, "r|gz", fileobj=fileobj) as tar:
+    with _readable(src), tarfile.open(src, "r|gz", fileobj=fileobj) as tar:
         for member in tar:
             if member.isdir():
                 continue
             rel = _check_member(src, member)
-            yield rel, member, tar.extractfile(member)
+            yield rel, member, _Checked(src, tar.extractfile(member))
 
 
 def list_members(src: str | os.PathLike) -> list[tuple[str, int]]:
     """(relative path without the top-level folder, size) of each regular file member."""
-    with tarfile.open(src, "r:gz") as tar:
+    with _readable(src), tarfile.open(src, "r|gz") as tar:
         return [(_normalize(_strip_top(m.name)), m.size) for m in tar if m.isreg()]
 
 
-class _MemberFile(tarfile.ExFileObject):
-    """A member's stream that owns its tarball: closing one closes both."""
+# What a damaged .tar.gz raises, from tarfile, gzip (BadGzipFile is an OSError) and zlib.
+DAMAGED = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile)
 
-    def __init__(self, tar: tarfile.TarFile, member: tarfile.TarInfo):
-        super().__init__(tar, member)
-        self._tar = tar
+
+@contextlib.contextmanager
+def _readable(src: str | os.PathLike):
+    try:
+        yield
+    except DAMAGED as e:
+        raise damaged(src, e) from e
+
+
+def damaged(src: str | os.PathLike, e: BaseException) -> CorruptRepository:
+    return CorruptRepository(
+        f"{os.fspath(src)} is not a readable .tar.gz: {e}",
+        "it was cut short or overwritten after it was written; `gzip -t` tells more",
+    )
+
+
+class _Checked(io.RawIOBase):
+    """A member's reader whose damage is a CorruptRepository, not tarfile's or zlib's error."""
+
+    def __init__(self, src: str | os.PathLike, reader: BinaryIO, owner=None):
+        self._src = src
+        self._reader = reader
+        self._owner = owner  # closed with this reader
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return self._reader.seekable()
+
+    def readinto(self, buffer) -> int:
+        with _readable(self._src):
+            return self._reader.readinto(buffer)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        with _readable(self._src):
+            return self._reader.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._reader.tell()
 
     def close(self) -> None:
         try:
             super().close()
+            self._reader.close()
         finally:
-            self._tar.close()
+            if self._owner is not None:
+                self._owner.close()
+
+
+class _MemberReader(io.BufferedReader):
+    """A buffered member reader (a Python class, so that its close can be wrapped)."""
 
 
 def open_member(src: str | os.PathLike, relpath: str) -> BinaryIO:
     """A streaming, seekable reader for one member (weights can be many GB: never loaded whole).
 
-    Raises FileNotFoundError naming the path and some available members if it is absent.
-    Closing the reader closes the tarball.
+    Raises FileNotFoundError naming the path and some available members if it is absent, and
+    CorruptRepository if the tarball is damaged (also later, from the reader). Closing the
+    reader closes the tarball.
     """
     relpath = _normalize(relpath)
-    with contextlib.ExitStack() as stack:
+    with _readable(src), contextlib.ExitStack() as stack:
         tar = stack.enter_context(tarfile.open(src, "r:gz"))
         available = []
         for member in tar:
             if member.isreg():
                 rel = _normalize(_strip_top(member.name))
                 if rel == relpath:
-                    reader = _MemberFile(tar, member)
+                    reader = _MemberReader(_Checked(src, tar.extractfile(member), owner=tar))
                     stack.pop_all()  # the reader owns the tarball from here on
                     return reader
                 available.append(rel)

@@ -16,7 +16,7 @@ import pytest
 from git_keepsake import tarball
 from git_keepsake.tarball import (
     UnsafeTarball,
-    extract_tarball,
+    iter_files,
     list_members,
     open_member,
     write_tarball,
@@ -49,6 +49,20 @@ def raw_tar(path: Path) -> bytes:
     data = inflate.decompress(path.read_bytes())
     assert inflate.eof and inflate.unused_data == b""
     return data
+
+
+def extract_tarball(src: Path, out: Path) -> list[str]:
+    """Every file, read as checkout reads them, written under `out` with its executable bit
+    and mtime; the paths in the tarball's order."""
+    written = []
+    for rel, member, reader in iter_files(src):
+        target = out / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(reader.read())
+        target.chmod(0o755 if member.mode & 0o111 else 0o644)
+        os.utime(target, (member.mtime, member.mtime))
+        written.append(rel)
+    return written
 
 
 def evil_tarball(path: Path, member: tarfile.TarInfo, data: bytes = b"") -> Path:
@@ -200,7 +214,8 @@ def test_long_paths_fall_back_to_pax(tmp_path):
     rel = "d" * 150 + "/" + "f" * 120 + ".txt"
     dest = snapshot(tmp_path, {rel: b"deep", "short.txt": b"s"})
     assert list_members(dest) == [(rel, 4), ("short.txt", 1)]
-    assert extract_tarball(dest, tmp_path / "out", only=rel) == [rel]
+    assert extract_tarball(dest, tmp_path / "out") == [rel, "short.txt"]
+    assert (tmp_path / "out" / rel).read_bytes() == b"deep"
 
 
 @pytest.mark.parametrize("rel", ["/abs.txt", "../up.txt", "a/../b.txt", "a//b.txt", "./a.txt", ""])
@@ -220,31 +235,6 @@ def test_empty_snapshot(tmp_path):
 def test_list_members(tmp_path):
     dest = snapshot(tmp_path, {"a.txt": b"abc", "d/b.txt": b""})
     assert list_members(dest) == [("a.txt", 3), ("d/b.txt", 0)]
-
-
-def test_extract_only(tmp_path):
-    contents = {"a.txt": b"a", "d/b.txt": b"b", "d/e/c.txt": b"c", "dd/x.txt": b"x"}
-    dest = snapshot(tmp_path, contents)
-    assert extract_tarball(dest, tmp_path / "one", only="d/b.txt") == ["d/b.txt"]
-    assert [p.name for p in (tmp_path / "one").rglob("*") if p.is_file()] == ["b.txt"]
-    # A directory means everything below it, and not its namesake prefixes ("dd").
-    assert extract_tarball(dest, tmp_path / "dir", only="d/") == ["d/b.txt", "d/e/c.txt"]
-    assert (tmp_path / "dir" / "d" / "e" / "c.txt").read_bytes() == b"c"
-    assert not (tmp_path / "dir" / "dd").exists()
-    with pytest.raises(FileNotFoundError, match="nope"):
-        extract_tarball(dest, tmp_path / "none", only="nope")
-    assert not (tmp_path / "none").exists()
-
-
-def test_extract_overwrites_but_deletes_nothing(tmp_path):
-    dest = snapshot(tmp_path, {"a.txt": b"new"})
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "a.txt").write_bytes(b"old")
-    (out / "keep.txt").write_bytes(b"keep")
-    extract_tarball(dest, out)
-    assert (out / "a.txt").read_bytes() == b"new"
-    assert (out / "keep.txt").read_bytes() == b"keep"
 
 
 def test_directory_entries_are_skipped(tmp_path):
@@ -314,14 +304,13 @@ def unsafe_members():
 
 
 @pytest.mark.parametrize("case", list(unsafe_members()))
-def test_unsafe_members_refused_before_writing(tmp_path, case):
+def test_unsafe_members_refused_when_reached(tmp_path, case):
     src = evil_tarball(tmp_path / "evil.tar.gz", unsafe_members()[case], b"evil")
-    out = tmp_path / "out"
+    files = iter_files(src)
+    assert next(files)[0] == "good.txt"
     with pytest.raises(UnsafeTarball) as e:
-        extract_tarball(src, out)
+        next(files)
     assert e.value.hint
-    assert not out.exists()
-    assert not (tmp_path / "evil.txt").exists()
 
 
 def fixture(kind: str, prefix: str) -> Path:
@@ -346,4 +335,3 @@ def test_reads_keepsake_experiment(tmp_path):
     assert {"train.py", "src/model.py", "data/weights.bin"} <= set(written)
     assert (tmp_path / "train.py").read_bytes() == b"print('training')\n"
     assert (tmp_path / "data" / "weights.bin").read_bytes() == bytes(range(256)) * 4
-    assert extract_tarball(src, tmp_path / "only", only="src") == ["src/model.py"]

@@ -51,6 +51,9 @@ class App:
                 hint="check the -R URL (a repository is made by the first experiment "
                 "recorded into it)",
             )
+        from ..checkout import remove_abandoned_staging
+
+        remove_abandoned_staging(project.directory)  # what a killed checkout left
         return project
 
     # --- output: data to stdout, messages to stderr ---
