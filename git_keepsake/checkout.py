@@ -854,7 +854,10 @@ def _inspect(root: str, rel: str, reserved: dict[tuple[int, int], str]) -> os.st
             )
         place = reserved.get((st.st_dev, st.st_ino))
         if place:
-            raise CheckoutError(f"{folder} is {place}: {rel} can't be written there")
+            raise CheckoutError(
+                f"{folder} is {place}: {rel} can't be written there",
+                hint="check out to another folder with -o DIR",
+            )
         if not stat.S_ISDIR(st.st_mode):
             raise CheckoutError(
                 f"{folder} is a file, and {rel} needs a folder there", hint=OTHER_DIR_HINT

@@ -385,3 +385,85 @@ def test_a_sigkilled_checkout_leaves_nothing_git_sees_and_is_cleaned_next(git_pr
     assert git("status", "--porcelain", "--untracked-files=all", cwd=git_project) == ""
     keepsake_run("ls", cwd=git_project)  # any command in the project cleans it up
     assert not left.exists()
+
+
+# --- by resolved path, not by name; writes that cross a mount ---
+
+
+@pytest.fixture
+def mounts():
+    """Mount with `mount ARGS...` (needs root; skipped otherwise); all unmounted after."""
+    made = []
+
+    def mount(*args: str) -> None:
+        done = subprocess.run(["mount", *args], capture_output=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount: {done.stderr.decode().strip()}")
+        made.append(args[-1])
+
+    yield mount
+    for target in reversed(made):
+        subprocess.run(["umount", "-l", target], check=True)
+
+
+def test_git_folder_under_another_name_is_refused_by_inode(project, mounts, capsys):
+    git("init", "-q", cwd=project)
+    experiment, chk = record_checkpoint(project)
+    craft(checkpoint_tarball(project, chk), chk.id, [("view/hooks/post-checkout", b"x", 0o755)])
+    (project / "view").mkdir()
+    mounts("--bind", str(project / ".git"), str(project / "view"))  # .git, named "view"
+    before = tree(project / ".git")
+
+    code, _, err = cli(capsys, "checkout", chk.id, "-f")
+
+    assert code == 1
+    assert_error_and_hint(err, "is the git folder")
+    assert tree(project / ".git") == before
+
+
+def test_a_file_onto_another_filesystem_inside_the_output_folder(project, tmp_path, mounts):
+    experiment, chk = record_checkpoint(project)
+    craft(checkpoint_tarball(project, chk), chk.id, [("disk/w.bin", b"w" * 10_000, 0o755)])
+    out = tmp_path / "out"
+    (out / "disk").mkdir(parents=True)
+    mounts("-t", "tmpfs", "-o", "size=1m", "tmpfs", str(out / "disk"))  # rename() gives EXDEV
+
+    assert api_checkout_paths(chk.id, out) == ["disk/w.bin"]
+
+    assert tree(out / "disk") == {"w.bin": ("file", b"w" * 10_000, 0o755)}
+
+
+def api_checkout_paths(chk_id: str, out: Path) -> list[str]:
+    return Project().checkpoints.get(chk_id).checkout(str(out), quiet=True)
+
+
+@pytest.mark.parametrize("inside", [".git", ".git/hooks", ".GIT/x"])
+def test_an_output_folder_inside_git_is_refused(git_project, capsys, inside):
+    experiment, chk = record_checkpoint(git_project)
+    before = tree(git_project / ".git")
+    code, _, err = cli(capsys, "checkout", chk.id, "-o", inside, "-f")
+    assert code == 1
+    assert_error_and_hint(err, "checkout never writes there")
+    with pytest.raises(keepsake.KeepsakeError, match="checkout never writes there"):
+        api_checkout_paths(chk.id, git_project / inside)
+    assert tree(git_project / ".git") == before
+    assert not (git_project / ".GIT").exists()
+
+
+def test_a_folder_swapped_for_a_link_while_the_prompt_waits_is_not_written_through(
+    project, tmp_path
+):
+    from git_keepsake.checkout import plan_checkout
+
+    experiment, chk = record_checkpoint(project)
+    craft(checkpoint_tarball(project, chk), chk.id, [("data/w.bin", b"planted", 0o644)])
+    (project / "data").mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    with plan_checkout(Project(), chk.id, code=False) as plan:
+        assert plan.to_write == ["data/w.bin"]
+        (project / "data").rmdir()
+        os.symlink(outside, project / "data")
+        with pytest.raises(keepsake.KeepsakeError, match="is a symlink"):
+            plan.apply()
+    assert list(outside.iterdir()) == []
