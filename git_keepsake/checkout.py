@@ -240,13 +240,13 @@ class CheckoutPlan:
         if self._staging is None:
             prefix = f"{STAGING_PREFIX}{os.getpid()}-"
             staging = tempfile.mkdtemp(prefix=prefix, dir=self.output_dir)
+            # Never in `git status`, whatever the user's ignore rules, even after a kill.
+            with open(os.path.join(staging, ".gitignore"), "w") as f:
+                f.write("*\n")
             lock = os.open(os.path.join(staging, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
             fcntl.flock(lock, fcntl.LOCK_EX)  # the kernel lets go when this process dies
             self._staging = staging
             self._cleanup = weakref.finalize(self, _remove_staging, staging, lock)
-            # Never in `git status`, whatever the user's ignore rules, even after a kill.
-            with open(os.path.join(staging, ".gitignore"), "w") as f:
-                f.write("*\n")
         return self._staging
 
     def _new_staged_path(self) -> str:
@@ -339,7 +339,8 @@ def plan_checkout(
     )
     reserved = _reserved_folders(project)
     real = os.path.realpath(directory)
-    inside = [name for folder, name in reserved.items() if _inside(real, folder) and folder != real]
+    home = os.path.realpath(project.directory)  # a repository folder holding it is no reason
+    inside = [n for f, n in reserved.items() if _inside(real, f) and not _inside(home, f)]
     if inside or _has_git_part(real):
         raise CheckoutError(
             f"{directory} is in {inside[0] if inside else 'a .git folder'}: checkout never "

@@ -437,16 +437,18 @@ def api_checkout_paths(chk_id: str, out: Path) -> list[str]:
     return Project().checkpoints.get(chk_id).checkout(str(out), quiet=True)
 
 
-@pytest.mark.parametrize("inside", [".git", ".git/hooks", ".GIT/x"])
-def test_an_output_folder_inside_git_is_refused(git_project, capsys, inside):
+@pytest.mark.parametrize("inside", [".git", ".git/hooks", ".GIT/x", ".keepsake/checkpoints"])
+def test_an_output_folder_inside_git_or_the_repository_is_refused(git_project, capsys, inside):
     experiment, chk = record_checkpoint(git_project)
     before = tree(git_project / ".git")
+    repository = tree(git_project / ".keepsake")
     code, _, err = cli(capsys, "checkout", chk.id, "-o", inside, "-f")
     assert code == 1
     assert_error_and_hint(err, "checkout never writes there")
     with pytest.raises(keepsake.KeepsakeError, match="checkout never writes there"):
         api_checkout_paths(chk.id, git_project / inside)
     assert tree(git_project / ".git") == before
+    assert tree(git_project / ".keepsake") == repository
     assert not (git_project / ".GIT").exists()
 
 
