@@ -51,16 +51,18 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def never_breaks_training(method: F) -> F:
-    """Keepsake should never break your training: a recording call that fails warns on stderr
-    and returns None, and the script goes on. Bad arguments (InvalidArgument, raised before
-    anything is written) still raise, as the README promises, and strict mode raises all."""
+    """Keepsake should never break your training: a recording call that fails, or is called
+    wrongly, says so in one line on stderr and returns None, and the script goes on (as
+    Keepsake 0.4.2 did). Strict mode raises instead."""
 
     @functools.wraps(method)
     def guarded(*args, **kwargs):
         try:
             return method(*args, **kwargs)
-        except InvalidArgument:
-            raise
+        except InvalidArgument as e:  # the caller's mistake: nothing was recorded
+            if strict():
+                raise
+            say(f"error: {e}; nothing recorded, training goes on")
         except (KeepsakeError, OSError) as e:
             if strict():
                 raise
@@ -95,12 +97,13 @@ _interrupted = False
 
 
 def interrupted() -> bool:
+    """Whether Ctrl-C ended a wait for writes: this process waits for none from then on."""
     return _interrupted
 
 
-def interrupted_at_exit() -> None:
-    """Ctrl-C while exit waits for writes (an outage can make that long): stop waiting, and
-    let each writer say what it leaves staged."""
+def interrupt_waiting() -> None:
+    """Ctrl-C while stop() or exit waits for writes (an outage can make that long): stop
+    waiting, for good, and let each writer say what it leaves staged (one line each)."""
     global _interrupted
     if _interrupted:
         return
@@ -124,7 +127,7 @@ def _at_exit() -> None:
             writer.flush()
             writer.close_session()
     except KeyboardInterrupt:
-        interrupted_at_exit()
+        interrupt_waiting()
 
 
 def _in_forked_child() -> None:
