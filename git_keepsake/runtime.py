@@ -14,6 +14,7 @@ import functools
 import os
 import sys
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
@@ -43,6 +44,36 @@ def warn_or_raise(error: KeepsakeError, consequence: str = "") -> None:
     if strict():
         raise error
     warn(f"{error.message}{consequence}")
+
+
+# Refusals told lately, per repository: one refusal is one line, however many writes it
+# refuses, and whichever thread (the writer, the heartbeat) meets it first. Told again after
+# a while: a notebook may record into a refusing repository for hours.
+TELL_AGAIN_SECONDS = 600.0
+_told: dict[tuple[str, str], float] = {}
+_told_lock = threading.Lock()
+
+
+def tell_once(error: BaseException, message: str, repository_url: str) -> None:
+    """Warn `message` about a failed write, unless the same refusal by the same repository
+    was told in the last TELL_AGAIN_SECONDS."""
+    key = (repository_url, root_cause(error))
+    now = time.monotonic()
+    with _told_lock:
+        if now - _told.get(key, -TELL_AGAIN_SECONDS) < TELL_AGAIN_SECONDS:
+            return
+        _told[key] = now
+    warn(message)
+
+
+def root_cause(error: BaseException) -> str:
+    """What a failure comes down to, the same for every file refused the same way: an OS
+    error's errno, not its message (a read-only folder names each key's own path)."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    if isinstance(error, OSError) and error.errno is not None:
+        return f"{type(error).__name__}:{error.errno}"
+    return str(error)
 
 
 # --- the guard around public recording calls ---

@@ -93,7 +93,6 @@ class Writer:
         self._busy = False
         self._flushers = 0
         self._errors: list[KeepsakeError] = []
-        self._last_warning = ""
         self.failed = False  # some write gave up: the journal stays for recovery
         self._metadata_cost: dict[str, float] = {}
         self._thread: threading.Thread | None = None
@@ -291,11 +290,7 @@ class Writer:
         with self._cond:
             self.failed = True
             self._errors.append(error)
-            cause = _root_cause(error)  # the same refusal, whatever was written
-            repeated = cause == self._last_warning
-            self._last_warning = cause
-        if not repeated:  # one line for a thousand checkpoints refused the same way
-            warn(f"{error}; training goes on")
+        runtime.tell_once(error, f"{error}; training goes on", self.repository.url)
 
 
 @dataclass
@@ -309,13 +304,3 @@ def _given_up(what: str, url: str, e: Exception) -> StorageError:
         f"could not write {what} to {url}: {message}",
         hint="its files stay staged locally; `git keepsake sync` retries",
     )
-
-
-def _root_cause(error: BaseException) -> str:
-    """What a failure comes down to, the same for every file refused the same way: an OS
-    error's errno, not its message (a read-only folder names each key's own path)."""
-    while error.__cause__ is not None:
-        error = error.__cause__
-    if isinstance(error, OSError) and error.errno is not None:
-        return f"{type(error).__name__}:{error.errno}"
-    return str(error)
