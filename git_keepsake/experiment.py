@@ -86,11 +86,19 @@ class Experiment(ExperimentRecord):
 
     @never_breaks_training
     def stop(self) -> None:
-        """Mark the experiment stopped (at once, unlike Keepsake's 30 s) and wait for its writes."""
+        """Mark the experiment stopped (at once, unlike Keepsake's 30 s) and wait for its writes.
+
+        Ctrl-C ends the wait (an outage can make it long) with one line, and stop() returns:
+        what is not written stays staged, for the next run or `git keepsake sync`, and this
+        process waits for no more writes, at exit either."""
         if self in runtime.running:
             runtime.running.discard(self)
             assert self._recording is not None
-            recording.stop_recording(self._recording, self._project)
+            try:
+                recording.stop_recording(self._recording, self._project)
+            except KeyboardInterrupt:
+                runtime.interrupt_waiting()
+                return
         if "writer" in vars(self._project):
             self._project.writer.raise_errors()
 

@@ -6,6 +6,7 @@ disk and journaled (so a killed run loses nothing), and the background writer is
 from __future__ import annotations
 
 import getpass
+import json
 import operator
 import os
 import platform
@@ -36,6 +37,7 @@ def start_experiment(
     """Start an experiment: validate everything first, so a bad call leaves nothing behind."""
     from . import __version__
 
+    _check_process(workspace, "this project's experiments.create()")
     params = _check_map(params, "params")
     rel, files = _snapshot_files(workspace, path, "experiment")
     repository = workspace.repository
@@ -96,11 +98,12 @@ def record_checkpoint(
     """Record metrics and a snapshot of `path`: staged and journaled before this returns; the
     writer stores the tarball, then the metadata naming it."""
     experiment = recording.experiment
+    _check_process(workspace, f"checkpoint() of experiment {experiment.short_id()}")
+    writer = workspace.writer
     metrics = _check_map(metrics, "metrics")
     primary = _check_primary_metric(primary_metric, metrics)
     step = recording.last_step + 1 if step is None else _check_step(step)
     rel, files = _snapshot_files(workspace, path, "checkpoint")
-    writer = workspace.writer
     writer.raise_errors()
 
     checkpoint = experiment.checkpoint_type(
@@ -153,6 +156,17 @@ def stop_recording(recording: Recording, workspace: Workspace) -> None:
 # --- validation: raise InvalidArgument before anything is written ---
 
 
+def _check_process(workspace: Workspace, call: str) -> None:
+    """A forked child has a copy of its parent's writer, whose thread and session folder are
+    the parent's: what it was given there would never be written."""
+    if not workspace.writer.owned_here():
+        raise InvalidArgument(
+            f"{call} was called in a forked child process (pid {os.getpid()}): only the "
+            "process that started it records with it",
+            hint="call checkpoint() in the parent, or keepsake.init() in the child",
+        )
+
+
 def _check_repository(repository: Repository) -> None:
     """Refuse a repository of a newer format at once. A missing bucket is made by the first
     write; an unreachable or refused one warns and training goes on (writes are retried)."""
@@ -172,7 +186,20 @@ def _check_map(value: Any, name: str) -> dict[str, Any] | None:
             f"{name} must be a dict, not {type(value).__name__}",
             hint=f'e.g. {name}={{"learning_rate": 0.01}}' if name == "params" else None,
         )
-    converted = metadata.to_json_value(value, name)
+    try:
+        converted = metadata.to_json_value(value, name)
+        # What is stored is UTF-8 JSON: a lone surrogate ("\ud800") can't be written.
+        json.dumps(converted, ensure_ascii=False).encode()
+    except RecursionError:
+        raise InvalidArgument(
+            f"{name} is nested too deeply, or contains itself",
+            hint="pass plain values, lists and dicts, a few levels deep",
+        ) from None
+    except UnicodeEncodeError as e:
+        raise InvalidArgument(
+            f"{name} holds a string that is not valid text ({e.object[e.start : e.end]!r})",
+            hint="decode bytes with errors='replace' first",
+        ) from None
     return converted or None
 
 
@@ -224,6 +251,11 @@ def _snapshot_files(
     if not isinstance(path, (str, os.PathLike)):
         raise InvalidArgument(f"path must be a string, not {type(path).__name__}")
     path = os.fspath(path)
+    if not _is_text(path):
+        raise InvalidArgument(
+            f"the {what} path {path!r} is not valid UTF-8, which the repository needs",
+            hint="rename the file or folder",
+        )
     if path == "":
         raise InvalidArgument(
             "path must not be empty", hint="use path=None to save no files, or path='.' for all"
@@ -244,6 +276,15 @@ def _snapshot_files(
     if full.is_file():
         return rel, [rel]
     return rel, workspace.snapshot_files(rel)
+
+
+def _is_text(path: str) -> bool:
+    """False for a name made of undecodable bytes (os.fsdecode keeps them as surrogates)."""
+    try:
+        path.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 # --- the steps ---
@@ -275,11 +316,15 @@ def _snapshot_in_git(
         warn_or_raise(e)
         return None
     if snapshot.left_out and not quiet:
-        shown = ", ".join(snapshot.left_out[:5]) + (", ..." if len(snapshot.left_out) > 5 else "")
         say(
             f"{len(snapshot.left_out)} untracked file(s) over {limit / 1e6:g} MB left out of "
             "the git snapshot (they are in the experiment's tarball; set git_max_file_size in "
-            f"keepsake.yaml to change): {shown}"
+            f"keepsake.yaml to change): {_some(snapshot.left_out)}"
+        )
+    if snapshot.unstable:  # another process rewrote or deleted them meanwhile
+        say(
+            f"{len(snapshot.unstable)} file(s) vanished or kept changing while they were "
+            f"read, left out of the git snapshot: {_some(snapshot.unstable)}"
         )
     return GitInfo(
         commit=snapshot.head,
@@ -324,6 +369,10 @@ def _stage(workspace: Workspace, object_id: str, files: list[str], kind: str, ex
         error.__cause__ = e
         warn_or_raise(error, "; training goes on without them")
         return None
+
+
+def _some(paths: list[str]) -> str:
+    return ", ".join(paths[:5]) + (", ..." if len(paths) > 5 else "")
 
 
 def _brief(metrics: dict[str, Any] | None) -> str:

@@ -14,6 +14,7 @@ import functools
 import os
 import sys
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
@@ -45,22 +46,54 @@ def warn_or_raise(error: KeepsakeError, consequence: str = "") -> None:
     warn(f"{error.message}{consequence}")
 
 
+# Refusals told lately, per repository: one refusal is one line, however many writes it
+# refuses, and whichever thread (the writer, the heartbeat) meets it first. Told again after
+# a while: a notebook may record into a refusing repository for hours.
+TELL_AGAIN_SECONDS = 600.0
+_told: dict[tuple[str, str], float] = {}
+_told_lock = threading.Lock()
+
+
+def tell_once(error: BaseException, message: str, repository_url: str) -> None:
+    """Warn `message` about a failed write, unless the same refusal by the same repository
+    was told in the last TELL_AGAIN_SECONDS."""
+    key = (repository_url, root_cause(error))
+    now = time.monotonic()
+    with _told_lock:
+        if now - _told.get(key, -TELL_AGAIN_SECONDS) < TELL_AGAIN_SECONDS:
+            return
+        _told[key] = now
+    warn(message)
+
+
+def root_cause(error: BaseException) -> str:
+    """What a failure comes down to, the same for every file refused the same way: an OS
+    error's errno, not its message (a read-only folder names each key's own path)."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    if isinstance(error, OSError) and error.errno is not None:
+        return f"{type(error).__name__}:{error.errno}"
+    return str(error)
+
+
 # --- the guard around public recording calls ---
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def never_breaks_training(method: F) -> F:
-    """Keepsake should never break your training: a recording call that fails warns on stderr
-    and returns None, and the script goes on. Bad arguments (InvalidArgument, raised before
-    anything is written) still raise, as the README promises, and strict mode raises all."""
+    """Keepsake should never break your training: a recording call that fails, or is called
+    wrongly, says so in one line on stderr and returns None, and the script goes on (as
+    Keepsake 0.4.2 did). Strict mode raises instead."""
 
     @functools.wraps(method)
     def guarded(*args, **kwargs):
         try:
             return method(*args, **kwargs)
-        except InvalidArgument:
-            raise
+        except InvalidArgument as e:  # the caller's mistake: nothing was recorded
+            if strict():
+                raise
+            say(f"error: {e}; nothing recorded, training goes on")
         except (KeepsakeError, OSError) as e:
             if strict():
                 raise
@@ -95,12 +128,13 @@ _interrupted = False
 
 
 def interrupted() -> bool:
+    """Whether Ctrl-C ended a wait for writes: this process waits for none from then on."""
     return _interrupted
 
 
-def interrupted_at_exit() -> None:
-    """Ctrl-C while exit waits for writes (an outage can make that long): stop waiting, and
-    let each writer say what it leaves staged."""
+def interrupt_waiting() -> None:
+    """Ctrl-C while stop() or exit waits for writes (an outage can make that long): stop
+    waiting, for good, and let each writer say what it leaves staged (one line each)."""
     global _interrupted
     if _interrupted:
         return
@@ -124,7 +158,7 @@ def _at_exit() -> None:
             writer.flush()
             writer.close_session()
     except KeyboardInterrupt:
-        interrupted_at_exit()
+        interrupt_waiting()
 
 
 def _in_forked_child() -> None:

@@ -20,8 +20,9 @@ from .config import (
     find_git_dir,
     load_config,
 )
-from .errors import ConfigError, KeepsakeError
+from .errors import ConfigError, GitError, KeepsakeError
 from .records import ExperimentRecord
+from .runtime import warn_or_raise
 from .storage import open_storage
 from .store.layout import Repository
 
@@ -191,10 +192,11 @@ class Workspace:
 
         rules = self.ignore_rules
         files = list_files(self.directory, rel, rules)
-        if self.git is not None:
+        tracked = self._tracked_files(rel)
+        if tracked:
             # As git does: a tracked file stays even when a .gitignore line matches it.
             listed = set(files)
-            for path in self.git.tracked_files(rel):
+            for path in tracked:
                 if (
                     path not in listed
                     and not rules.is_keepsake_ignored(path)
@@ -207,3 +209,14 @@ class Workspace:
             skip = local.relative_to(self.directory).as_posix() + "/"
             files = [f for f in files if not f.startswith(skip)]
         return files
+
+    def _tracked_files(self, rel: str) -> list[str]:
+        """The files git tracks under `rel`; none (with a warning) if git can't say: a broken
+        .git/index must not cost a checkpoint its files."""
+        if self.git is None:
+            return []
+        try:
+            return self.git.tracked_files(rel)
+        except GitError as e:
+            warn_or_raise(e, "; snapshotting the files that are not ignored")
+            return []

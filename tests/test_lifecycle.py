@@ -72,7 +72,6 @@ def test_repository_is_kept_out_of_git(git_project):
 
 def test_storage_failure_warns_and_training_goes_on(project, monkeypatch, capfd):
     monkeypatch.setenv("GIT_KEEPSAKE_STRICT", "0")
-    monkeypatch.setattr("git_keepsake.store.writer.RETRY_DELAYS", (0.01,))
     experiment = keepsake.init()
     experiment.flush()
     storage = experiment._project.repository.storage
@@ -89,7 +88,6 @@ def test_storage_failure_warns_and_training_goes_on(project, monkeypatch, capfd)
 
 
 def test_storage_failure_raises_in_strict_mode(project, monkeypatch):
-    monkeypatch.setattr("git_keepsake.store.writer.RETRY_DELAYS", (0.01,))
     experiment = keepsake.init(disable_heartbeat=True)
     experiment.flush()
     storage = experiment._project.repository.storage

@@ -53,16 +53,19 @@ _CHANGED_IN_WORK_TREE = (
     | pygit2.enums.FileStatus.CONFLICTED
 )
 _DELETED_IN_WORK_TREE = pygit2.enums.FileStatus.WT_DELETED
+# How many times a file that changes while it is read is read again before it is left out.
+READ_ATTEMPTS = 5
 
 
 def _git_errors(method):
-    """pygit2's errors (a locked index, a corrupt object) as GitError, with what was being done."""
+    """pygit2's errors (a locked index, a corrupt object, a failed read or write) as GitError,
+    with what was being done."""
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
         try:
             return method(self, *args, **kwargs)
-        except (pygit2.GitError, KeyError, ValueError) as e:
+        except (pygit2.GitError, KeyError, ValueError, OSError) as e:
             raise GitError(f"git {method.__name__.replace('_', ' ')} failed: {e}") from e
 
     return wrapper
@@ -79,6 +82,11 @@ class Snapshot:
     branch: str | None  # HEAD's branch, None when detached
     dirty: bool  # the snapshot differs from HEAD under `path`
     left_out: list[str] = field(default_factory=list)  # untracked files over the size limit
+    unstable: list[str] = field(default_factory=list)  # vanished or kept changing: left out
+
+
+class _Unstable(Exception):
+    """The file vanished, or kept changing, while it was being read."""
 
 
 class GitRepo:
@@ -183,10 +191,14 @@ class GitRepo:
                 elif under is not None:
                     tree_index.remove_directory(under)
 
-            left_out = []
+            left_out, unstable = [], []
             for rel_file in files:
                 path = self.prefix + rel_file
-                entry = self._entry(path, tracked.get(path), status.get(path, 0), max_file_size)
+                try:
+                    entry = self._entry(path, tracked.get(path), status.get(path, 0), max_file_size)
+                except _Unstable:
+                    unstable.append(rel_file)
+                    continue
                 if entry is None:
                     left_out.append(rel_file)
                 else:
@@ -200,7 +212,7 @@ class GitRepo:
                 None, signature, signature, message, tree, [pygit2.Oid(hex=head)] if head else []
             )
             self._create_ref(ExperimentRef.snapshot(experiment_id), commit)
-            return Snapshot(str(commit), head, branch, dirty, left_out)
+            return Snapshot(str(commit), head, branch, dirty, left_out, unstable)
 
     @_git_errors
     def import_snapshot(
@@ -230,20 +242,33 @@ class GitRepo:
     def _entry(
         self, path: str, tracked: pygit2.IndexEntry | None, flags: int, max_file_size: int
     ) -> pygit2.IndexEntry | None:
+        """The file's index entry; None if it is untracked and over `max_file_size`. Another
+        process may rewrite or delete the file meanwhile (parallel runs in one folder): a read
+        that fails while the file changes is tried again; a file that vanished or kept changing
+        raises _Unstable. A failure with the file unchanged is git's, and is raised."""
         full = os.path.join(self.repo.workdir, path)
         if tracked is not None and not flags & (_CHANGED_IN_WORK_TREE | _DELETED_IN_WORK_TREE):
             return pygit2.IndexEntry(path, tracked.id, tracked.mode)  # as staged = as on disk
-        try:
-            st = os.lstat(full)
-        except OSError:
-            return None  # gone since it was listed
-        if stat.S_ISLNK(st.st_mode):
-            target = os.fsencode(os.readlink(full))
-            return pygit2.IndexEntry(path, self.repo.create_blob(target), _LINK)
-        if tracked is None and st.st_size > max_file_size:
-            return None
-        mode = _EXECUTABLE if st.st_mode & 0o111 else _FILE
-        return pygit2.IndexEntry(path, self.repo.create_blob_fromdisk(full), mode)
+        for attempt in range(READ_ATTEMPTS):
+            try:
+                before = os.lstat(full)
+            except OSError:
+                raise _Unstable(path) from None  # gone since it was listed
+            if not (stat.S_ISLNK(before.st_mode) or stat.S_ISREG(before.st_mode)):
+                raise _Unstable(path)  # replaced by a folder, say
+            if tracked is None and before.st_size > max_file_size:
+                return None
+            try:
+                if stat.S_ISLNK(before.st_mode):
+                    target = os.fsencode(os.readlink(full))
+                    return pygit2.IndexEntry(path, self.repo.create_blob(target), _LINK)
+                mode = _EXECUTABLE if before.st_mode & 0o111 else _FILE
+                return pygit2.IndexEntry(path, self.repo.create_blob_fromdisk(full), mode)
+            except (OSError, pygit2.GitError):
+                if _unchanged(full, before):
+                    raise
+                time.sleep(0.01 * (attempt + 1))
+        raise _Unstable(path)
 
     def _repo_path(self, rel: str) -> str:
         """A project-relative path as a work-tree-relative one ("" for the whole work tree)."""
@@ -515,3 +540,13 @@ class GitRepo:
                 if "lock" not in str(e).lower() or attempt == 49:
                     raise GitError(f"could not update {name}: {e}") from e
                 time.sleep(0.01 * (1 + attempt % 10))
+
+
+def _unchanged(path: str, before: os.stat_result) -> bool:
+    """Whether the file at `path` is still the one `before` describes."""
+    try:
+        now = os.lstat(path)
+    except OSError:
+        return False
+    fields = ("st_ino", "st_mode", "st_size", "st_mtime_ns", "st_ctime_ns")
+    return all(getattr(now, f) == getattr(before, f) for f in fields)

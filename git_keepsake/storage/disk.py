@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -9,7 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from ..errors import NotFound, StorageError
+from ..errors import AccessDenied, NotFound, StorageError, StorageUnavailable
 from .base import Storage
 
 
@@ -37,7 +38,7 @@ class DiskStorage(Storage):
                 raise
         except OSError as e:  # which file: the target, or a source `write` was reading
             detail = f"{e.strerror}: {e.filename}" if e.filename else e.strerror or e
-            raise StorageError(f"could not write {target}: {detail}") from e
+            raise _error(e, f"could not write {target}: {detail}") from e
 
     def put_stream(
         self, key: str, produce: Callable[[BinaryIO], None], *, size_hint: int = 0
@@ -50,7 +51,7 @@ class DiskStorage(Storage):
         except FileNotFoundError as e:
             raise NotFound(f"{key} is not in {self.url}") from e
         except OSError as e:
-            raise StorageError(f"could not read {self._path(key)}: {e.strerror or e}") from e
+            raise _error(e, f"could not read {self._path(key)}: {e.strerror or e}") from e
 
     def put_bytes(self, key: str, data: bytes) -> None:
         self._write_atomically(key, lambda f: f.write(data))
@@ -61,7 +62,7 @@ class DiskStorage(Storage):
         except FileNotFoundError as e:
             raise NotFound(f"{key} is not in {self.url}") from e
         except OSError as e:
-            raise StorageError(f"could not read {self._path(key)}: {e.strerror or e}") from e
+            raise _error(e, f"could not read {self._path(key)}: {e.strerror or e}") from e
 
     def list(self, prefix: str) -> Iterator[str]:
         base = self._path(prefix.rstrip("/"))
@@ -100,6 +101,27 @@ class DiskStorage(Storage):
 
     def local_path(self, key: str) -> Path | None:
         return self._path(key)
+
+
+# What a local or network file system may say that passes by itself (a network mount that
+# hangs or fails over): retried like an outage. Anything else (read-only, no permission, a full
+# disk) stays until someone acts: retrying only makes stop() wait.
+_TRANSIENT = {
+    errno.ETIMEDOUT,
+    errno.ESTALE,
+    errno.ENETDOWN,
+    errno.ENETUNREACH,
+    errno.EHOSTDOWN,
+}
+_DENIED = {errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+def _error(e: OSError, message: str) -> StorageError:
+    if e.errno in _TRANSIENT:
+        return StorageUnavailable(message)
+    if e.errno in _DENIED:
+        return AccessDenied(message, hint="check that the repository folder is writable")
+    return StorageError(message)
 
 
 def _unlink(path) -> None:

@@ -6,7 +6,7 @@ import threading
 
 from .. import metadata
 from ..errors import KeepsakeError
-from ..runtime import warn
+from ..runtime import tell_once
 from .layout import Repository
 
 INTERVAL_SECONDS = 5.0
@@ -21,7 +21,6 @@ class Heartbeat:
         self._ids: set[str] = set()
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
-        self._warned = False
 
     def add(self, experiment_id: str) -> None:
         with self._wake:
@@ -45,16 +44,21 @@ class Heartbeat:
 
     def _run(self) -> None:
         beaten: set[str] = set()
+        failures = 0
         with self._wake:
             while True:
                 for experiment_id in list(self._ids):
+                    beaten.add(experiment_id)  # tried: the next try is `interval` away
                     try:
                         self.repository.write_heartbeat(experiment_id, metadata.now())
-                        beaten.add(experiment_id)
+                        failures = 0
                     except (OSError, KeepsakeError) as e:
-                        if not self._warned:
-                            self._warned = True
-                            warn(f"heartbeat failed ({e}); training goes on")
+                        # Told from the second failure in a row: by then the writer has
+                        # told the same refusal (with what stays staged), if it met it.
+                        failures += 1
+                        if failures > 1:
+                            message = f"heartbeat failed ({e}); training goes on"
+                            tell_once(e, message, self.repository.url)
                 # New experiments get their first beat at once, the rest every `interval`.
                 self._wake.wait(self.interval if self._ids <= beaten else 0)
                 beaten &= self._ids

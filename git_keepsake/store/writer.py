@@ -9,6 +9,7 @@ file 10,000 times, yet `flush()`/`stop()`/exit always leave it complete.
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 import time
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import runtime
-from ..errors import AccessDenied, BucketNotFound, KeepsakeError, StorageError, StorageUnavailable
+from ..errors import KeepsakeError, StorageError, StorageUnavailable
 from ..runtime import strict, warn
 from ..tarball import write_tarball
 from .journal import Session
@@ -27,7 +28,6 @@ from .publish import Recording
 
 # Metadata writes may take at most this share of the writer's time while checkpoints stream in.
 METADATA_TIME_SHARE = 0.1
-RETRY_DELAYS = (0.5, 2.0, 5.0)
 # While storage is unreachable (network, outage, throttling) writes wait and retry, training goes
 # on, and checkpoints pile up staged on local disk. Past this long the write is given up on
 # (its files stay staged).
@@ -93,11 +93,16 @@ class Writer:
         self._busy = False
         self._flushers = 0
         self._errors: list[KeepsakeError] = []
-        self._last_warning = ""
         self.failed = False  # some write gave up: the journal stays for recovery
         self._metadata_cost: dict[str, float] = {}
         self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
         runtime.writers.add(self)
+
+    def owned_here(self) -> bool:
+        """False in a forked child: the thread that writes, and the session folder, are the
+        parent's, so nothing given to this writer there would ever be written."""
+        return os.getpid() == self._pid
 
     def close_session(self) -> None:
         """At exit: the session folder goes if nothing is left in it for recovery."""
@@ -134,7 +139,12 @@ class Writer:
             return len(self._pending.jobs) + len(self._pending.deferred) + int(self._busy)
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until everything queued so far is written; False on timeout."""
+        """Wait until everything queued so far is written; False on timeout. In a forked
+        child there is nothing of its own to wait for (its copy of the queue is the parent's)."""
+        if not self.owned_here():
+            return True
+        if runtime.interrupted():  # Ctrl-C said: stop waiting (the files stay staged)
+            return not self.pending()
         deadline = None if timeout is None else time.monotonic() + timeout
         notice_at = time.monotonic() + SLOW_FLUSH_NOTICE_SECONDS
         noticed = False
@@ -162,6 +172,8 @@ class Writer:
 
     def raise_errors(self) -> None:
         """In strict mode, surface a background failure in the training thread."""
+        if not self.owned_here():  # the parent's lock may have been held at the fork
+            return
         with self._cond:
             errors, self._errors = self._errors, []
         if errors and strict():
@@ -249,8 +261,10 @@ class Writer:
         self._metadata_cost[recording.id] = (end, end - start)
 
     def _with_retries(self, action, what: str) -> None:
-        """Retry an outage until it ends (or lasts OUTAGE_RETRY_SECONDS); other failures a
-        few times (RETRY_DELAYS), then give up: strict mode only skips those."""
+        """Wait out an outage (StorageUnavailable: the storage layer says what is transient,
+        and has retried the request already) until it ends or lasts OUTAGE_RETRY_SECONDS. Any
+        other failure (read-only, access denied, a full disk) won't pass by itself: given up
+        on at once, its files staying staged."""
         url = self.repository.url
         attempt = 0
         outage_since = None
@@ -266,36 +280,27 @@ class Writer:
                     outage_since = now
                     warn(f"{e.message}; retrying in the background while training goes on")
                 if now - outage_since > OUTAGE_RETRY_SECONDS:
-                    raise StorageError(
-                        f"could not write {what} to {url}: {e.message}",
-                        hint="its files stay staged locally; `git keepsake sync` retries",
-                    ) from e
+                    raise _given_up(what, url, e) from e
                 time.sleep(min(OUTAGE_MAX_DELAY, 0.5 * 2 ** min(attempt, 10)))
                 attempt += 1
             except (OSError, StorageError) as e:
-                error = e if isinstance(e, StorageError) else StorageError(str(e))
-                permanent = isinstance(e, (AccessDenied, BucketNotFound))  # retrying won't help
-                if permanent or attempt >= len(RETRY_DELAYS) or strict():
-                    raise StorageError(
-                        f"could not write {what} to {url}: {error.message}",
-                        hint="its files stay staged locally; `git keepsake sync` retries",
-                    ) from e
-                if attempt == 0:
-                    warn(f"writing {what} failed ({error.message}); retrying")
-                time.sleep(RETRY_DELAYS[attempt])
-                attempt += 1
+                raise _given_up(what, url, e) from e
 
     def _fail(self, error: KeepsakeError) -> None:
         with self._cond:
             self.failed = True
             self._errors.append(error)
-            cause = str(error.__cause__ or error)  # the same refusal, whatever was written
-            repeated = cause == self._last_warning
-            self._last_warning = cause
-        if not repeated:  # one line for a thousand checkpoints refused the same way
-            warn(f"{error}; training goes on")
+        runtime.tell_once(error, f"{error}; training goes on", self.repository.url)
 
 
 @dataclass
 class _ForcedMetadata:
     recording: Recording
+
+
+def _given_up(what: str, url: str, e: Exception) -> StorageError:
+    message = e.message if isinstance(e, StorageError) else str(e)
+    return StorageError(
+        f"could not write {what} to {url}: {message}",
+        hint="its files stay staged locally; `git keepsake sync` retries",
+    )
