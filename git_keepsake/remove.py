@@ -1,7 +1,9 @@
 """Deleting experiments and checkpoints: everything that records them, in git and in storage.
 
 Pointers go before what they point at (refs and metadata, then tarballs), so an interrupted
-removal leaves orphan blobs at worst, never metadata naming a missing tarball.
+removal leaves orphan blobs at worst, never metadata naming a missing tarball. Before them goes
+what would write the pointers back: what a run that ended early left staged, which recovery
+would publish again.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from dataclasses import dataclass, field
 
 from .errors import InvalidArgument, KeepsakeError
 from .records import CheckpointRecord, ExperimentRecord
+from .store.journal import forget_staged
 from .store.layout import CHECKPOINTS
 from .store.publish import Publication
 from .workspace import Workspace
@@ -74,6 +77,7 @@ def apply_removal(project: Workspace, removal: Removal) -> None:
 
 
 def _remove_experiment(project: Workspace, experiment: ExperimentRecord) -> None:
+    _forget_staged(project, experiment.id)
     git, info = project.git, experiment.git
     if git is not None:
         git.delete_experiment_refs(experiment.id)
@@ -89,6 +93,7 @@ def _remove_checkpoints(
     """Publish the experiment's metadata without them (storage and git), then delete their
     tarballs."""
     gone = {c.id for c in checkpoints}
+    _forget_staged(project, experiment.id, gone)
     experiment.checkpoints = [c for c in experiment.checkpoints if c.id not in gone]
     repository, git = project.repository, project.git
     in_git = git.metadata_ref(experiment.id) if git is not None else None
@@ -103,6 +108,22 @@ def _remove_checkpoints(
     _storage(project, lambda: publication.publish(experiment, experiment.encode(), note=True))
     files = [(CHECKPOINTS, c.id) for c in checkpoints if c.path]
     _storage(project, lambda: repository.delete_tarballs(files))
+
+
+def _forget_staged(project: Workspace, experiment_id: str, checkpoints=None) -> None:
+    root = project.state_dir / "staging"
+    own = project.writer.session.folder
+    _local(project, lambda: forget_staged(root, own, experiment_id, checkpoints))
+
+
+def _local(project: Workspace, action) -> None:
+    try:
+        action()
+    except OSError as e:
+        raise KeepsakeError(
+            f"could not record the removal in {project.state_dir}: {e}",
+            hint="nothing was deleted from git or storage; fix that folder, then run rm again",
+        ) from e
 
 
 def _storage(project: Workspace, action) -> None:

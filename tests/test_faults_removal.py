@@ -1,0 +1,183 @@
+"""Removal stays removed, and `-R URL` reads and writes that repository only (issue 13, items
+11 and 19): real processes, a real SIGKILL against stalled storage, a real bare remote."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import git, keepsake_cli, new_bucket_name, run_script
+
+TRAIN = textwrap.dedent(
+    """
+    import git_keepsake as keepsake
+    experiment = keepsake.init(path="train.py", params={"lr": LR}, disable_heartbeat=True)
+    with open("model.pth", "wb") as f:
+        f.write(b"weights for LR")
+    experiment.checkpoint(path="model.pth", step=1, metrics={"loss": LR})
+    experiment.stop()
+    print(experiment.id)
+    """
+)
+
+
+def train(project: Path, lr: float = 0.1) -> str:
+    result = run_script(TRAIN.replace("LR", repr(lr)), project)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def refs(project: Path) -> str:
+    return git("for-each-ref", "--format=%(refname)", "refs/keepsake", cwd=project)
+
+
+def listed(project: Path, *args: str) -> list[str]:
+    result = keepsake_cli("ls", "--json", *args, cwd=project)
+    return [e["id"] for e in json.loads(result.stdout)]
+
+
+# --- item 11 (a): rm of a killed run whose writes had not finished, then sync ---
+
+
+class StallingProxy:
+    """A TCP proxy in front of the S3 server that can stall: while stalled, it accepts
+    connections and forwards nothing (storage that stopped answering)."""
+
+    def __init__(self, port: int):
+        self.target = ("127.0.0.1", port)
+        self.stalled = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.endpoint = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.stalled.is_set():
+                self.held.append(client)
+                continue
+            upstream = socket.create_connection(self.target)
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src, dst):
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self):
+        self.listener.close()
+        for s in self.held:
+            s.close()
+
+
+KILLED_MID_WRITE = textwrap.dedent(
+    """
+    import sys, git_keepsake as keepsake
+    experiment = keepsake.init(path="train.py", params={"lr": 0.1}, disable_heartbeat=True)
+    with open("model.pth", "wb") as f:
+        f.write(b"weights 1")
+    first = experiment.checkpoint(path="model.pth", step=1, metrics={"loss": 1.0})
+    assert experiment.flush()  # stored: in ls, from git and from the bucket
+    print(experiment.id, first.id, flush=True)
+    sys.stdin.readline()  # the storage stalls now
+    with open("model.pth", "wb") as f:
+        f.write(b"weights 2")
+    second = experiment.checkpoint(path="model.pth", step=2, metrics={"loss": 0.5})
+    print("staged", second.id, flush=True)
+    sys.stdin.readline()  # killed here, its upload pending
+    """
+)
+
+
+@pytest.fixture
+def s3_project(git_project, s3_env, monkeypatch):
+    bucket = new_bucket_name()
+    (git_project / "keepsake.yaml").write_text(f'repository: "s3://{bucket}"\n')
+    proxy = StallingProxy(s3_env.port)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+    yield git_project, bucket, proxy
+    proxy.close()
+
+
+def killed_mid_write(project: Path, proxy: StallingProxy) -> tuple[str, str, str]:
+    """Run KILLED_MID_WRITE, stall the storage after its first checkpoint is stored, SIGKILL
+    it once the second is staged: (experiment id, first checkpoint id, second's)."""
+    run = subprocess.Popen(
+        [sys.executable, "-c", KILLED_MID_WRITE],
+        cwd=project,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = run.stdout.readline().split()
+        assert line, run.stderr.read()
+        proxy.stalled.set()
+        run.stdin.write("\n")
+        run.stdin.flush()
+        staged, second = run.stdout.readline().split()
+        assert staged == "staged"
+        run.send_signal(signal.SIGKILL)
+        run.wait(timeout=10)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    proxy.stalled.clear()
+    experiment_id, first = line
+    return experiment_id, first, second
+
+
+def test_rm_of_a_killed_run_is_not_recovered_by_sync(s3_project):
+    project, bucket, proxy = s3_project
+    experiment_id, _, _ = killed_mid_write(project, proxy)
+    assert listed(project) == [experiment_id]  # its first checkpoint was stored
+
+    keepsake_cli("rm", "-f", experiment_id[:7], cwd=project)
+    assert listed(project) == []
+    output = keepsake_cli("sync", cwd=project).stdout
+    assert experiment_id[:7] not in output
+    assert listed(project) == []
+    assert refs(project) == ""
+    import boto3
+
+    objects = boto3.client("s3").list_objects_v2(Bucket=bucket).get("Contents", [])
+    assert [o["Key"] for o in objects if experiment_id in o["Key"]] == []
+    # Nothing of it is left staged for a later run's recovery either.
+    staging = project / ".git" / "keepsake" / "staging"
+    assert not any(experiment_id in str(p) for p in staging.rglob("*"))
+
+
+def test_rm_of_a_killed_runs_checkpoint_is_not_recovered_by_sync(s3_project):
+    project, _, proxy = s3_project
+    experiment_id, first, second = killed_mid_write(project, proxy)
+    keepsake_cli("rm", "-f", first[:7], cwd=project)
+    output = keepsake_cli("sync", cwd=project).stdout
+    assert f"experiment {experiment_id[:7]}: 1 checkpoint(s) recorded" in output
+    import git_keepsake as keepsake
+
+    (checkpoint,) = keepsake.experiments.get(experiment_id).checkpoints
+    assert checkpoint.id == second and checkpoint.open("model.pth").read() == b"weights 2"
