@@ -374,12 +374,14 @@ class GitRepo:
             return str(ref.target) if ref is not None else None
 
     @_git_errors
-    def adopt_fetched(self, remote: str) -> tuple[int, int]:
+    def adopt_fetched(self, remote: str, skip=frozenset()) -> tuple[int, int, set[str]]:
         """Bring the experiment refs fetched from `remote` into refs/keepsake/: a ref missing
         here is created; a metadata ref that differs takes the newer commit (an experiment has
         one writer, so its metadata only moves forward); a snapshot ref, written once, is kept.
-        Returns how many experiments are new here, and how many moved forward."""
+        Experiments whose IDs are in `skip` (removed here) are left out. Returns how many
+        experiments are new here, how many moved forward, and which were skipped."""
         created = updated = 0
+        skipped = set()
         prefix = fetched_prefix(remote)
         with self._lock:
             fetched = [
@@ -387,6 +389,9 @@ class GitRepo:
             ]
             for ref in fetched:
                 if ref is None or fetched_prefix(ref.remote or "") != prefix:
+                    continue
+                if ref.experiment_id in skip:
+                    skipped.add(ref.experiment_id)
                     continue
                 local = ref.local()
                 theirs = self.repo.references[str(ref)].target
@@ -404,7 +409,7 @@ class GitRepo:
                         updated += 1
                 except RefMoved:
                     continue  # a run here moved it meanwhile: ours is the newer
-        return created, updated
+        return created, updated, skipped
 
     def rebuild_notes(self, lines_by_commit: dict[str, list[str]]) -> None:
         from . import notes
