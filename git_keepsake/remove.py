@@ -1,9 +1,10 @@
 """Deleting experiments and checkpoints: everything that records them, in git and in storage.
 
 Pointers go before what they point at (refs and metadata, then tarballs), so an interrupted
-removal leaves orphan blobs at worst, never metadata naming a missing tarball. Before them goes
-what would write the pointers back: what a run that ended early left staged, which recovery
-would publish again.
+removal leaves orphan blobs at worst, never metadata naming a missing tarball. Before them go
+what would write the pointers back: a tombstone, so that a pull does not bring the refs back
+from a remote (tombstones.py), and what a run that ended early left staged, so that recovery
+does not write its metadata again.
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ def apply_removal(project: Workspace, removal: Removal) -> None:
 
 
 def _remove_experiment(project: Workspace, experiment: ExperimentRecord) -> None:
+    _local(project, lambda: project.tombstones.add(experiment.id))
     _forget_staged(project, experiment.id)
     git, info = project.git, experiment.git
     if git is not None:

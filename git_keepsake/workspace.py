@@ -24,6 +24,7 @@ from .errors import ConfigError, KeepsakeError
 from .records import ExperimentRecord
 from .storage import open_storage
 from .store.layout import Repository
+from .tombstones import Tombstones
 
 if TYPE_CHECKING:
     from .git.repo import GitRepo
@@ -128,12 +129,18 @@ class Workspace:
 
     @cached_property
     def state_dir(self) -> Path:
-        """Local, private working space (staging, journal): in .git when there is one."""
+        """Local, private working space (staging, journal, tombstones, the index): in .git
+        when there is one."""
         if self.git_dirs:
             return self.git_dirs[1] / "keepsake"
         cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
         digest = hashlib.sha1(str(self.directory).encode()).hexdigest()[:16]
         return cache / "git-keepsake" / "projects" / digest
+
+    @cached_property
+    def tombstones(self) -> Tombstones:
+        """The experiments removed here, which a pull does not bring back."""
+        return Tombstones(self.state_dir / "removed")
 
     def local_repository_dir(self) -> Path | None:
         local = self.repository.storage.local_path("")

@@ -181,3 +181,51 @@ def test_rm_of_a_killed_runs_checkpoint_is_not_recovered_by_sync(s3_project):
 
     (checkpoint,) = keepsake.experiments.get(experiment_id).checkpoints
     assert checkpoint.id == second and checkpoint.open("model.pth").read() == b"weights 2"
+
+
+# --- item 11 (b): rm of a pushed experiment, then push or pull ---
+
+
+@pytest.fixture
+def shared(git_project, tmp_path):
+    """The project with a real bare remote `origin`."""
+    remote = tmp_path / "remote.git"
+    git("init", "-q", "--bare", "-b", "main", str(remote), cwd=tmp_path)
+    git("remote", "add", "origin", str(remote), cwd=git_project)
+    git("push", "-q", "origin", "main", cwd=git_project)
+    return git_project, remote
+
+
+def test_rm_of_a_pushed_experiment_stays_removed_through_push_and_pull(shared):
+    project, remote = shared
+    removed, kept = train(project, 0.1), train(project, 0.2)
+    keepsake_cli("push", cwd=project)
+    keepsake_cli("rm", "-f", removed[:7], cwd=project)
+
+    pushed = keepsake_cli("push", cwd=project)
+    assert removed not in refs(project)
+    assert listed(project) == [kept]
+    assert "1 experiment(s) removed here were not brought back" in pushed.stdout
+    assert "git keepsake pull --include-removed" in pushed.stdout
+    # Removing is local: the remote still has it, for the team.
+    assert removed in git("for-each-ref", "refs/keepsake", cwd=remote)
+
+    pulled = keepsake_cli("pull", cwd=project)
+    assert "0 new experiment(s)" in pulled.stdout
+    assert "1 experiment(s) removed here were not brought back" in pulled.stdout
+    assert listed(project) == [kept]
+
+    back = keepsake_cli("pull", "--include-removed", cwd=project)
+    assert "1 new experiment(s)" in back.stdout
+    assert sorted(listed(project)) == sorted([removed, kept])
+    assert "removed here" not in keepsake_cli("pull", cwd=project).stdout
+
+
+def test_a_fresh_pull_says_nothing_of_removals(shared, tmp_path):
+    project, remote = shared
+    train(project, 0.1)
+    keepsake_cli("push", cwd=project)
+    clone = tmp_path / "clone"
+    git("clone", "-q", str(remote), str(clone), cwd=tmp_path)
+    pulled = keepsake_cli("pull", cwd=clone)
+    assert "1 new experiment(s)" in pulled.stdout and "removed" not in pulled.stdout

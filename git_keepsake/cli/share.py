@@ -37,15 +37,23 @@ def push(app: App, remote):
             "next push",
             err=True,
         )
+    _say_not_adopted(pushed.not_adopted, remote)
     click.echo(f"pushed {pushed.experiments} experiment(s) to {remote}")
 
 
 @click.command()
 @click.argument("remote", default="origin")
+@click.option(
+    "--include-removed",
+    is_flag=True,
+    help="Bring back experiments removed here with `git keepsake rm` too.",
+)
 @click.pass_obj
-def pull(app: App, remote):
+def pull(app: App, remote, include_removed):
     """Fetch experiments from a git remote (default: origin) and merge them with the ones here;
-    the notes on commits are rebuilt, never left in conflict.
+    the notes on commits are rebuilt, never left in conflict. Experiments removed here with
+    `git keepsake rm` stay removed (removing is local: the remote keeps them for the team),
+    unless --include-removed.
 
     \b
     Example:
@@ -54,10 +62,20 @@ def pull(app: App, remote):
     """
     from ..sharing import pull as pull_experiments
 
-    pulled = pull_experiments(app.project, remote)
+    pulled = pull_experiments(app.project, remote, include_removed)
     if pulled.notes_problem:
         click.echo(f"warning: notes on commits not rebuilt ({pulled.notes_problem})", err=True)
     click.echo(f"from {remote}: {pulled.created} new experiment(s), {pulled.updated} updated")
+    _say_not_adopted(pulled.not_adopted, remote)
+
+
+def _say_not_adopted(count: int, remote: str) -> None:
+    if count:
+        which = "" if remote == "origin" else f" {remote}"
+        click.echo(
+            f"{count} experiment(s) removed here were not brought back from {remote} (to bring "
+            f"them back: git keepsake pull --include-removed{which})"
+        )
 
 
 @click.command()
