@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .errors import InvalidArgument, KeepsakeError
+from .errors import GitError, InvalidArgument, KeepsakeError
 from .records import CheckpointRecord, ExperimentRecord
 from .store.journal import forget_staged
 from .store.layout import CHECKPOINTS
@@ -82,7 +82,7 @@ def _remove_experiment(project: Workspace, experiment: ExperimentRecord) -> None
     _forget_staged(project, experiment.id)
     git, info = project.git, experiment.git
     if git is not None:
-        git.delete_experiment_refs(experiment.id)
+        _delete_refs(git, experiment)
         if info is not None and info.commit:
             git.remove_note_line(info.commit, experiment.id)
     files = [(CHECKPOINTS, c.id) for c in experiment.checkpoints if c.path]
@@ -110,6 +110,20 @@ def _remove_checkpoints(
     _storage(project, lambda: publication.publish(experiment, experiment.encode(), note=True))
     files = [(CHECKPOINTS, c.id) for c in checkpoints if c.path]
     _storage(project, lambda: repository.delete_tarballs(files))
+
+
+def _delete_refs(git, experiment: ExperimentRecord) -> None:
+    try:
+        git.delete_experiment_refs(experiment.id)
+    except (GitError, OSError) as e:  # pygit2 raises OSError for a lock it can't take
+        message = e.message if isinstance(e, GitError) else str(e)
+        hint = e.hint if isinstance(e, GitError) else None
+        if ".lock" in message:  # held by a git process, or left by a killed one
+            hint = "if no git process is running, remove that .lock file, then run rm again"
+        raise GitError(
+            f"could not delete the git refs of experiment {experiment.short_id()}: {message}",
+            hint=hint,
+        ) from e
 
 
 def _forget_staged(project: Workspace, experiment_id: str, checkpoints=None) -> None:

@@ -229,3 +229,24 @@ def test_a_fresh_pull_says_nothing_of_removals(shared, tmp_path):
     git("clone", "-q", str(remote), str(clone), cwd=tmp_path)
     pulled = keepsake_cli("pull", cwd=clone)
     assert "1 new experiment(s)" in pulled.stdout and "removed" not in pulled.stdout
+
+
+# --- rm: a git fault is one line ---
+
+
+def test_rm_with_a_locked_ref_is_one_line_and_removes_nothing_of_storage(git_project):
+    experiment_id = train(git_project)
+    lock = git_project / ".git" / "refs" / "keepsake" / "metadata" / f"{experiment_id}.lock"
+    lock.write_text("")  # a git process (or a killed one) holds the ref
+    result = keepsake_cli("rm", "-f", experiment_id[:7], cwd=git_project, ok=False)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+    assert (
+        f"error: could not delete the git refs of experiment {experiment_id[:7]}" in result.stderr
+    )
+    assert "hint:" in result.stderr
+    # Storage goes after git: it is still whole, and rm can be run again.
+    lock.unlink()
+    assert listed(git_project) == [experiment_id]
+    keepsake_cli("rm", "-f", experiment_id[:7], cwd=git_project)
+    assert listed(git_project) == []
