@@ -91,6 +91,12 @@ def push(project: Workspace, remote: str) -> Pushed:
 
 
 def _git(project: Workspace, remote: str) -> GitRepo:
+    if not project.is_own_repository:
+        raise ConfigError(
+            f"{project.repository.url} is not this project's repository: push and pull share "
+            "the project's git refs, which are about its own repository only",
+            hint="run it without -R",
+        )
     git = project.git
     if git is None:
         raise ConfigError(

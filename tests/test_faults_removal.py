@@ -250,3 +250,78 @@ def test_rm_with_a_locked_ref_is_one_line_and_removes_nothing_of_storage(git_pro
     assert listed(git_project) == [experiment_id]
     keepsake_cli("rm", "-f", experiment_id[:7], cwd=git_project)
     assert listed(git_project) == []
+
+
+# --- item 19: -R URL reads and writes that repository only ---
+
+
+@pytest.fixture
+def two_repositories(git_project, tmp_path):
+    """The git project with an experiment of its own, an empty repository, and another
+    repository with an experiment of its own (recorded by another project)."""
+    local = train(git_project, 0.1)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    other_project = tmp_path / "other-project"
+    other_project.mkdir()
+    other = tmp_path / "other"
+    (other_project / "keepsake.yaml").write_text(f'repository: "file://{other}"\n')
+    (other_project / "train.py").write_text("print('other')\n")
+    foreign = train(other_project, 0.7)
+    return git_project, local, f"file://{empty}", f"file://{other}", foreign
+
+
+def test_ls_and_show_with_R_read_that_repository_only(two_repositories):
+    project, local, empty, other, foreign = two_repositories
+    assert listed(project, "-R", empty) == []
+    assert listed(project, "-R", other) == [foreign]
+    assert listed(project) == [local]
+    shown = keepsake_cli("show", "-R", empty, local[:7], cwd=project, ok=False)
+    assert (
+        shown.returncode == 1
+        and f"error: no experiment or checkpoint matches {local[:7]!r}" in shown.stderr
+    )
+    keepsake_cli("show", "-R", other, foreign[:7], cwd=project)
+    # The project's own repository named with -R is the project: its git refs included.
+    assert listed(project, "-R", "file://.keepsake") == [local]
+
+
+def test_rm_with_R_deletes_from_that_repository_only(two_repositories, tmp_path):
+    project, local, empty, other, foreign = two_repositories
+    before = refs(project)
+    result = keepsake_cli("rm", "-f", "-R", other, local[:7], cwd=project, ok=False)
+    assert result.returncode == 1
+    assert refs(project) == before and listed(project) == [local]
+    keepsake_cli("rm", "-f", "-R", other, foreign[:7], cwd=project)
+    assert listed(project, "-R", other) == []
+    assert refs(project) == before and listed(project) == [local]
+    assert not (project / ".git" / "keepsake" / "removed").exists()
+
+
+def test_checkout_with_R_reads_that_repository_only(two_repositories, tmp_path):
+    project, local, empty, other, foreign = two_repositories
+    result = keepsake_cli(
+        "checkout", "-R", empty, local[:7], "-o", str(tmp_path / "a"), "-f", cwd=project, ok=False
+    )
+    assert result.returncode == 1 and not (tmp_path / "a").exists()
+    assert f"error: no experiment or checkpoint matches {local[:7]!r}" in result.stderr
+    keepsake_cli("checkout", "-R", other, foreign[:7], "-o", str(tmp_path / "b"), "-f", cwd=project)
+    assert (tmp_path / "b" / "train.py").read_text() == "print('other')\n"
+    assert (tmp_path / "b" / "model.pth").read_bytes() == b"weights for 0.7"
+
+
+@pytest.mark.parametrize("command", ["push", "pull"])
+def test_push_and_pull_refuse_another_repository(two_repositories, command):
+    project, _, _, other, _ = two_repositories
+    git("remote", "add", "origin", str(project), cwd=project)
+    result = keepsake_cli(command, "-R", other, cwd=project, ok=False)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ") and "hint: " in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_sync_with_R_brings_nothing_into_this_projects_git(two_repositories):
+    project, local, _, other, foreign = two_repositories
+    before = refs(project)
+    keepsake_cli("sync", "-R", other, cwd=project)
+    assert refs(project) == before
