@@ -34,6 +34,17 @@ class Pulled:
     notes_problem: str | None = None  # why the notes could not be rebuilt (storage down)
 
 
+def not_adopted_line(count: int, remote: str) -> str | None:
+    """What pull and push say of the experiments they left out as removed here (None: none)."""
+    if not count:
+        return None
+    which = "" if remote == "origin" else f" {remote}"
+    return (
+        f"{count} experiment(s) removed here were not brought back from {remote} (to bring "
+        f"them back: git keepsake pull --include-removed{which})"
+    )
+
+
 @dataclass
 class Pushed:
     experiments: int  # experiments in git here, now on the remote too

@@ -221,6 +221,30 @@ def test_rm_of_a_pushed_experiment_stays_removed_through_push_and_pull(shared):
     assert "removed here" not in keepsake_cli("pull", cwd=project).stdout
 
 
+def commit_and_push(project: Path, name: str) -> subprocess.CompletedProcess:
+    """A new commit pushed with `git push`, so the pre-push hook runs."""
+    (project / name).write_text("more\n")
+    git("add", name, cwd=project)
+    git("commit", "-q", "-m", name, cwd=project)
+    pushed = subprocess.run(
+        ["git", "push", "origin", "main"], cwd=project, capture_output=True, text=True
+    )
+    assert pushed.returncode == 0, pushed.stderr
+    return pushed
+
+
+def test_git_push_through_the_hook_does_not_bring_a_removal_back(shared):
+    project, remote = shared
+    keepsake_cli("install", cwd=project)
+    removed = train(project)
+    commit_and_push(project, "one.txt")
+    assert removed in git("for-each-ref", "refs/keepsake", cwd=remote)
+    keepsake_cli("rm", "-f", removed[:7], cwd=project)
+    pushed = commit_and_push(project, "two.txt")
+    assert "git-keepsake: 1 experiment(s) removed here were not brought back" in pushed.stderr
+    assert refs(project) == "" and listed(project) == []
+
+
 def test_a_fresh_pull_says_nothing_of_removals(shared, tmp_path):
     project, remote = shared
     train(project, 0.1)

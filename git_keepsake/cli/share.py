@@ -20,6 +20,7 @@ def push(app: App, remote):
         git keepsake push
         git keepsake push upstream
     """
+    from ..sharing import not_adopted_line
     from ..sharing import push as push_experiments
 
     pushed = push_experiments(app.project, remote)
@@ -37,7 +38,8 @@ def push(app: App, remote):
             "next push",
             err=True,
         )
-    _say_not_adopted(pushed.not_adopted, remote)
+    if line := not_adopted_line(pushed.not_adopted, remote):
+        click.echo(line)
     click.echo(f"pushed {pushed.experiments} experiment(s) to {remote}")
 
 
@@ -60,22 +62,15 @@ def pull(app: App, remote, include_removed):
         git keepsake pull
         git keepsake ls
     """
+    from ..sharing import not_adopted_line
     from ..sharing import pull as pull_experiments
 
     pulled = pull_experiments(app.project, remote, include_removed)
     if pulled.notes_problem:
         click.echo(f"warning: notes on commits not rebuilt ({pulled.notes_problem})", err=True)
     click.echo(f"from {remote}: {pulled.created} new experiment(s), {pulled.updated} updated")
-    _say_not_adopted(pulled.not_adopted, remote)
-
-
-def _say_not_adopted(count: int, remote: str) -> None:
-    if count:
-        which = "" if remote == "origin" else f" {remote}"
-        click.echo(
-            f"{count} experiment(s) removed here were not brought back from {remote} (to bring "
-            f"them back: git keepsake pull --include-removed{which})"
-        )
+    if line := not_adopted_line(pulled.not_adopted, remote):
+        click.echo(line)
 
 
 @click.command()
