@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from .errors import GitError, InvalidArgument, KeepsakeError
 from .records import CheckpointRecord, ExperimentRecord
-from .store.journal import forget_staged
+from .store.journal import forget_staged, journaled_by_live_runs
 from .store.layout import CHECKPOINTS
 from .store.publish import Publication
 from .workspace import Workspace
@@ -60,10 +60,21 @@ def plan_removal(project: Workspace, ids: list[str]) -> list[Removal]:
             removal.whole, removal.checkpoints = True, []
         elif not removal.whole and found not in removal.checkpoints:
             removal.checkpoints.append(found)
+    # A run here is known alive by its session's lock, even with no heartbeat (disabled, or
+    # not written while storage is down).
+    live = journaled_by_live_runs(project.state_dir / "staging", project.writer.session.folder)
     for removal in by_experiment.values():
-        if removal.experiment.is_running():
+        experiment = removal.experiment
+        if experiment.id in live:
+            process = live[experiment.id].partition("-")[0]  # session folders start with the pid
             raise InvalidArgument(
-                f"experiment {removal.experiment.short_id()} is running: its next write would "
+                f"experiment {experiment.short_id()} is running here (process {process}): its "
+                "next write would bring back what is removed",
+                hint="stop the run first",
+            )
+        if experiment.is_running():
+            raise InvalidArgument(
+                f"experiment {experiment.short_id()} is running: its next write would "
                 "bring back what is removed",
                 hint="stop the run first (or wait 30 s if it was killed)",
             )

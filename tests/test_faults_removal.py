@@ -183,6 +183,32 @@ def test_rm_of_a_killed_runs_checkpoint_is_not_recovered_by_sync(s3_project):
     assert checkpoint.id == second and checkpoint.open("model.pth").read() == b"weights 2"
 
 
+def test_rm_refuses_a_run_alive_here_without_a_heartbeat(git_project):
+    code = TRAIN.replace("LR", "0.1").replace("experiment.stop()", "assert experiment.flush()")
+    code = code.replace("print(experiment.id)", "print(experiment.id, flush=True)\ninput()")
+    run = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=git_project,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        experiment_id = run.stdout.readline().strip()
+        assert experiment_id, run.stderr.read()
+        result = keepsake_cli("rm", "-f", experiment_id[:7], cwd=git_project, ok=False)
+        assert result.returncode == 1
+        assert f"is running here (process {run.pid})" in result.stderr
+        assert experiment_id in refs(git_project)
+    finally:
+        run.kill()
+        run.wait()
+    keepsake_cli("rm", "-f", experiment_id[:7], cwd=git_project)  # killed: an orphan now
+    assert keepsake_cli("sync", cwd=git_project).stdout.startswith("nothing to recover")
+    assert listed(git_project) == []
+
+
 # --- item 11 (b): rm of a pushed experiment, then push or pull ---
 
 

@@ -66,6 +66,22 @@ def orphaned_sessions(staging_root: Path, own: Path | None):
             yield session, fd
 
 
+def journaled_by_live_runs(staging_root: Path, own: Path | None) -> dict[str, str]:
+    """{experiment id: session name} of the experiments journaled by processes that are alive
+    (they hold their session's lock): running here, whatever their heartbeat says."""
+    out: dict[str, str] = {}
+    for session in sorted(staging_root.iterdir()) if staging_root.is_dir() else ():
+        if session == own or session.name.startswith("."):
+            continue
+        fd = lock_session(session)
+        if fd is not None:  # an orphan, not a live run
+            os.close(fd)
+            continue
+        with contextlib.suppress(OSError):
+            out.update((e.name, session.name) for e in os.scandir(session / JOURNAL))
+    return out
+
+
 def read_journal(session: Path) -> dict[str, tuple[dict, list[dict]]]:
     """{experiment id: (its metadata as of init(), its checkpoints)}, as a session journaled
     them. Entries a kill cut short are skipped: those calls never returned."""
