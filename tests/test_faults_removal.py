@@ -336,6 +336,20 @@ def test_ls_and_show_with_R_read_that_repository_only(two_repositories):
     assert listed(project, "-R", "file://.keepsake") == [local]
 
 
+def test_diff_with_R_compares_within_that_repository_only(two_repositories, tmp_path):
+    project, local, _, other, foreign = two_repositories
+    result = keepsake_cli("diff", "-R", other, local[:7], foreign[:7], cwd=project, ok=False)
+    assert result.returncode == 1
+    assert f"error: no experiment or checkpoint matches {local[:7]!r}" in result.stderr
+    other_project = tmp_path / "other-project"  # now in git: its experiments have snapshots
+    git("init", "-q", "-b", "main", cwd=other_project)
+    git("add", "train.py", cwd=other_project)
+    git("commit", "-q", "-m", "other", cwd=other_project)
+    a, b = train(other_project, 0.8), train(other_project, 0.9)
+    shown = keepsake_cli("diff", "-R", other, a[:7], b[:7], cwd=project).stdout
+    assert "git is left out for a repository other than the project's" in shown
+
+
 def test_rm_with_R_deletes_from_that_repository_only(two_repositories, tmp_path):
     project, local, empty, other, foreign = two_repositories
     before = refs(project)
