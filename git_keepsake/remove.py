@@ -137,7 +137,9 @@ def _delete_refs(git, experiment: ExperimentRecord) -> None:
         ) from e
 
 
-def _forget_staged(project: Workspace, experiment_id: str, checkpoints=None) -> None:
+def _forget_staged(
+    project: Workspace, experiment_id: str, checkpoints: set[str] | None = None
+) -> None:
     root = project.state_dir / "staging"
     own = project.writer.session.folder
     _local(project, lambda: forget_staged(root, own, experiment_id, checkpoints))

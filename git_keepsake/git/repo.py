@@ -28,7 +28,7 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -374,14 +374,14 @@ class GitRepo:
             return str(ref.target) if ref is not None else None
 
     @_git_errors
-    def adopt_fetched(self, remote: str, skip=frozenset()) -> tuple[int, int, set[str]]:
+    def adopt_fetched(self, remote: str, skip: Collection[str] = ()) -> tuple[int, int, set[str]]:
         """Bring the experiment refs fetched from `remote` into refs/keepsake/: a ref missing
         here is created; a metadata ref that differs takes the newer commit (an experiment has
         one writer, so its metadata only moves forward); a snapshot ref, written once, is kept.
         Experiments whose IDs are in `skip` (removed here) are left out. Returns how many
         experiments are new here, how many moved forward, and which were skipped."""
         created = updated = 0
-        skipped = set()
+        skipped: set[str] = set()
         prefix = fetched_prefix(remote)
         with self._lock:
             fetched = [

@@ -199,7 +199,9 @@ class Session:
             discard_session(folder)
 
 
-def forget_staged(staging_root: Path, own: Path | None, experiment_id: str, checkpoints=None):
+def forget_staged(
+    staging_root: Path, own: Path | None, experiment_id: str, checkpoints: set[str] | None = None
+) -> None:
     """Drop what runs that ended early left staged and journaled for an experiment that is
     being removed (all of it, or the checkpoints whose IDs are in `checkpoints`), so that
     recovery does not write it back. Sessions of live processes are not touched."""
