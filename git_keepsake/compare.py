@@ -87,6 +87,8 @@ def _code(project: Workspace, ga: GitInfo, gb: GitInfo, patch: bool) -> tuple[st
         return None, "not compared: both need a git snapshot (recorded inside a git repository)"
     git = project.git
     if git is None:
+        if not project.is_own_repository:
+            return None, "not compared: git is left out for a repository other than the project's"
         return None, "not compared: not inside a git repository"
     missing = [s[:7] for s in (snapshot_a, snapshot_b) if not git.has_object(s)]
     if missing:

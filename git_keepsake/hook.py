@@ -150,7 +150,7 @@ def _write(path: Path, text: str) -> None:
 
 def pre_push(remote: str, url: str) -> None:
     """What the hook runs: push experiments along with the branch, never stopping it."""
-    from .sharing import push
+    from .sharing import not_adopted_line, push
     from .workspace import Workspace
 
     try:
@@ -169,6 +169,8 @@ def pre_push(remote: str, url: str) -> None:
         )
     if pushed.notes_problem:
         say(f"notes on commits not pushed ({pushed.notes_problem}); they go with the next push")
+    if line := not_adopted_line(pushed.not_adopted, remote):
+        say(line)
     say(f"pushed {pushed.experiments} experiment(s) to {remote}")
 
 

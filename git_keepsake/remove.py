@@ -1,15 +1,19 @@
 """Deleting experiments and checkpoints: everything that records them, in git and in storage.
 
 Pointers go before what they point at (refs and metadata, then tarballs), so an interrupted
-removal leaves orphan blobs at worst, never metadata naming a missing tarball.
+removal leaves orphan blobs at worst, never metadata naming a missing tarball. Before them go
+what would write the pointers back: a tombstone, so that a pull does not bring the refs back
+from a remote (tombstones.py), and what a run that ended early left staged, so that recovery
+does not write its metadata again.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .errors import InvalidArgument, KeepsakeError
+from .errors import GitError, InvalidArgument, KeepsakeError
 from .records import CheckpointRecord, ExperimentRecord
+from .store.journal import forget_staged, journaled_by_live_runs
 from .store.layout import CHECKPOINTS
 from .store.publish import Publication
 from .workspace import Workspace
@@ -56,10 +60,21 @@ def plan_removal(project: Workspace, ids: list[str]) -> list[Removal]:
             removal.whole, removal.checkpoints = True, []
         elif not removal.whole and found not in removal.checkpoints:
             removal.checkpoints.append(found)
+    # A run here is known alive by its session's lock, even with no heartbeat (disabled, or
+    # not written while storage is down).
+    live = journaled_by_live_runs(project.state_dir / "staging", project.writer.session.folder)
     for removal in by_experiment.values():
-        if removal.experiment.is_running():
+        experiment = removal.experiment
+        if experiment.id in live:
+            process = live[experiment.id].partition("-")[0]  # session folders start with the pid
             raise InvalidArgument(
-                f"experiment {removal.experiment.short_id()} is running: its next write would "
+                f"experiment {experiment.short_id()} is running here (process {process}): its "
+                "next write would bring back what is removed",
+                hint="stop the run first",
+            )
+        if experiment.is_running():
+            raise InvalidArgument(
+                f"experiment {experiment.short_id()} is running: its next write would "
                 "bring back what is removed",
                 hint="stop the run first (or wait 30 s if it was killed)",
             )
@@ -74,9 +89,11 @@ def apply_removal(project: Workspace, removal: Removal) -> None:
 
 
 def _remove_experiment(project: Workspace, experiment: ExperimentRecord) -> None:
+    _local(project, lambda: project.tombstones.add(experiment.id))
+    _forget_staged(project, experiment.id)
     git, info = project.git, experiment.git
     if git is not None:
-        git.delete_experiment_refs(experiment.id)
+        _delete_refs(git, experiment)
         if info is not None and info.commit:
             git.remove_note_line(info.commit, experiment.id)
     files = [(CHECKPOINTS, c.id) for c in experiment.checkpoints if c.path]
@@ -89,6 +106,7 @@ def _remove_checkpoints(
     """Publish the experiment's metadata without them (storage and git), then delete their
     tarballs."""
     gone = {c.id for c in checkpoints}
+    _forget_staged(project, experiment.id, gone)
     experiment.checkpoints = [c for c in experiment.checkpoints if c.id not in gone]
     repository, git = project.repository, project.git
     in_git = git.metadata_ref(experiment.id) if git is not None else None
@@ -103,6 +121,38 @@ def _remove_checkpoints(
     _storage(project, lambda: publication.publish(experiment, experiment.encode(), note=True))
     files = [(CHECKPOINTS, c.id) for c in checkpoints if c.path]
     _storage(project, lambda: repository.delete_tarballs(files))
+
+
+def _delete_refs(git, experiment: ExperimentRecord) -> None:
+    try:
+        git.delete_experiment_refs(experiment.id)
+    except (GitError, OSError) as e:  # pygit2 raises OSError for a lock it can't take
+        message = e.message if isinstance(e, GitError) else str(e)
+        hint = e.hint if isinstance(e, GitError) else None
+        if ".lock" in message:  # held by a git process, or left by a killed one
+            hint = "if no git process is running, remove that .lock file, then run rm again"
+        raise GitError(
+            f"could not delete the git refs of experiment {experiment.short_id()}: {message}",
+            hint=hint,
+        ) from e
+
+
+def _forget_staged(
+    project: Workspace, experiment_id: str, checkpoints: set[str] | None = None
+) -> None:
+    root = project.state_dir / "staging"
+    own = project.writer.session.folder
+    _local(project, lambda: forget_staged(root, own, experiment_id, checkpoints))
+
+
+def _local(project: Workspace, action) -> None:
+    try:
+        action()
+    except OSError as e:
+        raise KeepsakeError(
+            f"could not record the removal in {project.state_dir}: {e}",
+            hint="nothing was deleted from git or storage; fix that folder, then run rm again",
+        ) from e
 
 
 def _storage(project: Workspace, action) -> None:

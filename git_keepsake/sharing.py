@@ -30,22 +30,41 @@ PUSH_ATTEMPTS = 3
 class Pulled:
     created: int  # experiments new here
     updated: int  # experiments whose metadata moved forward
+    not_adopted: int = 0  # experiments removed here, which the remote has: not brought back
     notes_problem: str | None = None  # why the notes could not be rebuilt (storage down)
+
+
+def not_adopted_line(count: int, remote: str) -> str | None:
+    """What pull and push say of the experiments they left out as removed here (None: none)."""
+    if not count:
+        return None
+    which = "" if remote == "origin" else f" {remote}"
+    return (
+        f"{count} experiment(s) removed here were not brought back from {remote} (to bring "
+        f"them back: git keepsake pull --include-removed{which})"
+    )
 
 
 @dataclass
 class Pushed:
     experiments: int  # experiments in git here, now on the remote too
     recovered: list[Recovered] = field(default_factory=list)
+    not_adopted: int = 0  # as in Pulled
     upload_problem: str | None = None  # why some runs' uploads could not be finished
     notes_problem: str | None = None  # why the notes were not pushed
 
 
-def pull(project: Workspace, remote: str) -> Pulled:
+def pull(project: Workspace, remote: str, include_removed: bool = False) -> Pulled:
+    """Experiments removed here (tombstones.py) are not brought back, unless `include_removed`,
+    which drops their tombstones."""
     git = _git(project, remote)
     git_remote.fetch(project.directory, remote)
-    created, updated = git.adopt_fetched(remote)
-    pulled = Pulled(created, updated)
+    removed = project.tombstones.ids()
+    created, updated, skipped = git.adopt_fetched(remote, () if include_removed else removed)
+    here = set(git.metadata_refs())
+    if include_removed:
+        project.tombstones.discard(removed & here)
+    pulled = Pulled(created, updated, len(skipped - here))
     try:
         notes_from_refs(project, git)  # the listing it needs reads blob storage too
     except StorageError as e:
@@ -69,6 +88,7 @@ def push(project: Workspace, remote: str) -> Pushed:
     for attempt in range(1, PUSH_ATTEMPTS + 1):
         pulled = pull(project, remote)
         pushed.notes_problem = pulled.notes_problem  # then the refs go, the notes next time
+        pushed.not_adopted = pulled.not_adopted
         lease = git.ref_target(fetched_notes_ref(remote))
         notes = not pulled.notes_problem and git.ref_target(NOTES_REF) is not None
         try:
@@ -82,6 +102,12 @@ def push(project: Workspace, remote: str) -> Pushed:
 
 
 def _git(project: Workspace, remote: str) -> GitRepo:
+    if not project.is_own_repository:
+        raise ConfigError(
+            f"{project.repository.url} is not this project's repository: push and pull share "
+            "the project's git refs, which are about its own repository only",
+            hint="run it without -R",
+        )
     git = project.git
     if git is None:
         raise ConfigError(

@@ -25,6 +25,7 @@ from .records import ExperimentRecord
 from .runtime import warn_or_raise
 from .storage import open_storage
 from .store.layout import Repository
+from .tombstones import Tombstones
 
 if TYPE_CHECKING:
     from .git.repo import GitRepo
@@ -63,12 +64,7 @@ class Workspace:
                 git = find_git_dir(cwd)
                 directory = git[0] if git else cwd
         settings = load_config(config) if config else {}
-        url = (
-            self._repository_arg
-            or settings.get("repository")
-            or settings.get("storage")
-            or DEFAULT_REPOSITORY
-        )
+        url = self._repository_arg or _configured_url(settings)
         return directory, url, config, settings
 
     @property
@@ -92,9 +88,29 @@ class Workspace:
         return Repository(storage)
 
     @cached_property
+    def is_own_repository(self) -> bool:
+        """Whether the repository is the project's own (from keepsake.yaml, or the default),
+        not another one named by `-R URL` or `Project(repository=...)`.
+
+        The project's git refs and local state (staging, tombstones, the index) are about its
+        own repository: with another one they are left out, so that `ls -R URL` lists what is
+        at URL and `rm -R URL` deletes from URL alone. Naming the project's own repository
+        with -R is the same as not naming it (git refs included): there they are its index.
+        """
+        if self._repository_arg is None:
+            return True
+        named = self.repository.url
+        directory, _, _, settings = self._resolved
+        try:
+            return open_storage(_configured_url(settings), directory).url == named
+        except ConfigError:
+            return False  # a broken keepsake.yaml names no repository
+
+    @cached_property
     def git(self) -> GitRepo | None:
-        """The git repository holding the project; None outside git (blob storage only)."""
-        if not self.git_dirs:
+        """The git repository holding the project; None outside git (blob storage only), and
+        for a repository other than the project's own (see is_own_repository)."""
+        if not self.git_dirs or not self.is_own_repository:
             return None
         from .git.repo import GitRepo
 
@@ -106,7 +122,7 @@ class Workspace:
 
     @cached_property
     def catalog(self) -> Catalog:
-        git_dir = self.git_dirs[1] if self.git_dirs else None
+        git_dir = self.git_dirs[1] if self.git_dirs and self.is_own_repository else None
         return Catalog(
             self.repository, git_dir, lambda: self.git, self.state_dir, self._build_experiment
         )
@@ -129,12 +145,21 @@ class Workspace:
 
     @cached_property
     def state_dir(self) -> Path:
-        """Local, private working space (staging, journal): in .git when there is one."""
+        """Local, private working space (staging, journal, tombstones, the index): in .git
+        when there is one; for another repository than the project's own, one of its own."""
+        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "git-keepsake"
+        if not self.is_own_repository:
+            digest = hashlib.sha1(self.repository.url.encode()).hexdigest()[:16]
+            return cache / "repositories" / digest
         if self.git_dirs:
             return self.git_dirs[1] / "keepsake"
-        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
         digest = hashlib.sha1(str(self.directory).encode()).hexdigest()[:16]
-        return cache / "git-keepsake" / "projects" / digest
+        return cache / "projects" / digest
+
+    @cached_property
+    def tombstones(self) -> Tombstones:
+        """The experiments removed here, which a pull does not bring back."""
+        return Tombstones(self.state_dir / "removed")
 
     def local_repository_dir(self) -> Path | None:
         local = self.repository.storage.local_path("")
@@ -220,3 +245,7 @@ class Workspace:
         except GitError as e:
             warn_or_raise(e, "; snapshotting the files that are not ignored")
             return []
+
+
+def _configured_url(settings: dict[str, Any]) -> str:
+    return settings.get("repository") or settings.get("storage") or DEFAULT_REPOSITORY

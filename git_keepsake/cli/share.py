@@ -20,6 +20,7 @@ def push(app: App, remote):
         git keepsake push
         git keepsake push upstream
     """
+    from ..sharing import not_adopted_line
     from ..sharing import push as push_experiments
 
     pushed = push_experiments(app.project, remote)
@@ -37,27 +38,39 @@ def push(app: App, remote):
             "next push",
             err=True,
         )
+    if line := not_adopted_line(pushed.not_adopted, remote):
+        click.echo(line)
     click.echo(f"pushed {pushed.experiments} experiment(s) to {remote}")
 
 
 @click.command()
 @click.argument("remote", default="origin")
+@click.option(
+    "--include-removed",
+    is_flag=True,
+    help="Bring back experiments removed here with `git keepsake rm` too.",
+)
 @click.pass_obj
-def pull(app: App, remote):
+def pull(app: App, remote, include_removed):
     """Fetch experiments from a git remote (default: origin) and merge them with the ones here;
-    the notes on commits are rebuilt, never left in conflict.
+    the notes on commits are rebuilt, never left in conflict. Experiments removed here with
+    `git keepsake rm` stay removed (removing is local: the remote keeps them for the team),
+    unless --include-removed.
 
     \b
     Example:
         git keepsake pull
         git keepsake ls
     """
+    from ..sharing import not_adopted_line
     from ..sharing import pull as pull_experiments
 
-    pulled = pull_experiments(app.project, remote)
+    pulled = pull_experiments(app.project, remote, include_removed)
     if pulled.notes_problem:
         click.echo(f"warning: notes on commits not rebuilt ({pulled.notes_problem})", err=True)
     click.echo(f"from {remote}: {pulled.created} new experiment(s), {pulled.updated} updated")
+    if line := not_adopted_line(pulled.not_adopted, remote):
+        click.echo(line)
 
 
 @click.command()

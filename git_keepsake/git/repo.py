@@ -28,7 +28,7 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -399,12 +399,14 @@ class GitRepo:
             return str(ref.target) if ref is not None else None
 
     @_git_errors
-    def adopt_fetched(self, remote: str) -> tuple[int, int]:
+    def adopt_fetched(self, remote: str, skip: Collection[str] = ()) -> tuple[int, int, set[str]]:
         """Bring the experiment refs fetched from `remote` into refs/keepsake/: a ref missing
         here is created; a metadata ref that differs takes the newer commit (an experiment has
         one writer, so its metadata only moves forward); a snapshot ref, written once, is kept.
-        Returns how many experiments are new here, and how many moved forward."""
+        Experiments whose IDs are in `skip` (removed here) are left out. Returns how many
+        experiments are new here, how many moved forward, and which were skipped."""
         created = updated = 0
+        skipped: set[str] = set()
         prefix = fetched_prefix(remote)
         with self._lock:
             fetched = [
@@ -412,6 +414,9 @@ class GitRepo:
             ]
             for ref in fetched:
                 if ref is None or fetched_prefix(ref.remote or "") != prefix:
+                    continue
+                if ref.experiment_id in skip:
+                    skipped.add(ref.experiment_id)
                     continue
                 local = ref.local()
                 theirs = self.repo.references[str(ref)].target
@@ -429,7 +434,7 @@ class GitRepo:
                         updated += 1
                 except RefMoved:
                     continue  # a run here moved it meanwhile: ours is the newer
-        return created, updated
+        return created, updated, skipped
 
     def rebuild_notes(self, lines_by_commit: dict[str, list[str]]) -> None:
         from . import notes

@@ -66,6 +66,22 @@ def orphaned_sessions(staging_root: Path, own: Path | None):
             yield session, fd
 
 
+def journaled_by_live_runs(staging_root: Path, own: Path | None) -> dict[str, str]:
+    """{experiment id: session name} of the experiments journaled by processes that are alive
+    (they hold their session's lock): running here, whatever their heartbeat says."""
+    out: dict[str, str] = {}
+    for session in sorted(staging_root.iterdir()) if staging_root.is_dir() else ():
+        if session == own or session.name.startswith("."):
+            continue
+        fd = lock_session(session)
+        if fd is not None:  # an orphan, not a live run
+            os.close(fd)
+            continue
+        with contextlib.suppress(OSError):
+            out.update((e.name, session.name) for e in os.scandir(session / JOURNAL))
+    return out
+
+
 def read_journal(session: Path) -> dict[str, tuple[dict, list[dict]]]:
     """{experiment id: (its metadata as of init(), its checkpoints)}, as a session journaled
     them. Entries a kill cut short are skipped: those calls never returned."""
@@ -181,3 +197,55 @@ class Session:
             return  # removed already (by hand, or by a test's cleanup)
         if not left and not kept:
             discard_session(folder)
+
+
+def forget_staged(
+    staging_root: Path, own: Path | None, experiment_id: str, checkpoints: set[str] | None = None
+) -> None:
+    """Drop what runs that ended early left staged and journaled for an experiment that is
+    being removed (all of it, or the checkpoints whose IDs are in `checkpoints`), so that
+    recovery does not write it back. Sessions of live processes are not touched."""
+    for session, fd in orphaned_sessions(staging_root, own):
+        try:
+            _forget_in(session, experiment_id, checkpoints)
+        finally:
+            os.close(fd)
+
+
+def _forget_in(session: Path, experiment_id: str, checkpoints: set[str] | None) -> None:
+    entry = session / JOURNAL / experiment_id
+    if checkpoints is None:
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(entry)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            lines = (entry / CHECKPOINTS_ENTRY).read_text().splitlines(keepends=True)
+            kept = [line for line in lines if _journaled_id(line) not in checkpoints]
+            if kept != lines:
+                tmp = entry / f".{CHECKPOINTS_ENTRY}"
+                tmp.write_text("".join(kept))
+                os.replace(tmp, entry / CHECKPOINTS_ENTRY)
+    for staged in session.iterdir():
+        if staged.name in (LOCK_FILE, JOURNAL) or not staged.is_dir():
+            continue
+        if checkpoints is None:
+            mine = staged.name == experiment_id or _owner(staged) == experiment_id
+        else:
+            mine = staged.name in checkpoints
+        if mine:
+            shutil.rmtree(staged)
+
+
+def _owner(staged: Path) -> str | None:
+    """The experiment a staged snapshot belongs to, as its job says (None if unreadable)."""
+    try:
+        return json.loads((staged / JOB_FILE).read_text()).get("experiment_id")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _journaled_id(line: str) -> str | None:
+    try:
+        return json.loads(line).get("id")
+    except (ValueError, AttributeError):
+        return None
