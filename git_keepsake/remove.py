@@ -126,13 +126,12 @@ def _remove_checkpoints(
 def _delete_refs(git, experiment: ExperimentRecord) -> None:
     try:
         git.delete_experiment_refs(experiment.id)
-    except (GitError, OSError) as e:  # pygit2 raises OSError for a lock it can't take
-        message = e.message if isinstance(e, GitError) else str(e)
-        hint = e.hint if isinstance(e, GitError) else None
-        if ".lock" in message:  # held by a git process, or left by a killed one
+    except GitError as e:
+        hint = e.hint
+        if ".lock" in e.message:  # held by a git process, or left by a killed one
             hint = "if no git process is running, remove that .lock file, then run rm again"
         raise GitError(
-            f"could not delete the git refs of experiment {experiment.short_id()}: {message}",
+            f"could not delete the git refs of experiment {experiment.short_id()}: {e.message}",
             hint=hint,
         ) from e
 
