@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import metadata
-from .errors import Ambiguous, CorruptRepository, InvalidArgument, KeepsakeError, NotFound
+from .errors import Ambiguous, CorruptRepository, GitError, InvalidArgument, KeepsakeError, NotFound
 from .records import CheckpointRecord, ExperimentRecord
 from .runtime import warn
 from .store.layout import Repository
@@ -37,7 +37,7 @@ Build = Callable[..., ExperimentRecord]
 
 INDEX_FILE = "index.sqlite"
 # Bump the first number whenever summarize() or best() change what a summary holds.
-SCHEMA = 5 * 10000 + sys.version_info[0] * 100 + sys.version_info[1]
+SCHEMA = 6 * 10000 + sys.version_info[0] * 100 + sys.version_info[1]
 
 
 class Catalog:
@@ -58,6 +58,12 @@ class Catalog:
         self._open_git = open_git
         self.index_path = state_dir / INDEX_FILE
         self._build = build
+        self._warned: set[str] = set()  # one line per problem, however often it is met
+
+    def _warn_once(self, message: str) -> None:
+        if message not in self._warned:
+            self._warned.add(message)
+            warn(message)
 
     # --- where each experiment's metadata is ---
 
@@ -143,22 +149,30 @@ class Catalog:
             for experiment_id, (source, version, read) in sources.items()
             if version is None or cached.get(experiment_id, ())[:2] != (source, version)
         )
-        for experiment_id, (source, version, read) in sources.items():
+        for experiment_id, where in sources.items():
+            source, version, _ = where
             hit = cached.get(experiment_id)
             if hit is not None and version is not None and hit[:2] == (source, version):
                 try:
-                    out.append(self._from_summary(marshal.loads(hit[2]), read))
+                    out.append(self._from_summary(marshal.loads(hit[2]), experiment_id, where))
                     continue
                 except (ValueError, KeyError, TypeError, EOFError):
                     pass  # a damaged row: read the experiment afresh
             try:
-                experiment = self._build(_decode(read(), experiment_id))
-            except (KeepsakeError, ValueError, KeyError, TypeError) as e:
-                warn(f"skipping unreadable experiment {experiment_id[:7]}: {e}")
+                data, from_source = self._load(experiment_id, where)
+                experiment = self._build(data)
+            except KeepsakeError as e:
+                self._warn_once(f"{e.message} (skipped)")
+                complete = False
+                continue
+            except (ValueError, KeyError, TypeError) as e:
+                self._warn_once(f"experiment {experiment_id[:7]} is unreadable (skipped): {e!r}")
                 complete = False
                 continue
             out.append(experiment)
-            if version is not None:
+            if not from_source:
+                complete = False  # read from elsewhere: not cached under this source's version
+            elif version is not None:
                 fresh.append(
                     (
                         (experiment_id, source, version, summarize(experiment)),
@@ -211,7 +225,7 @@ class Catalog:
             )
         kind, found = matches[0]
         experiment_id = found if kind == "experiment" else checkpoint_ids[found]
-        experiment = self._build(_decode(sources[experiment_id][2](), experiment_id))
+        experiment = self._build(self._load(experiment_id, sources[experiment_id])[0])
         if kind == "experiment":
             return experiment
         for checkpoint in experiment.checkpoints:
@@ -248,11 +262,42 @@ class Catalog:
         finally:
             index.close()
 
-    def _from_summary(self, summary: dict[str, Any], read: Callable[[], bytes]) -> ExperimentRecord:
-        experiment_id = summary["id"]
+    def _load(self, experiment_id: str, source) -> tuple[dict[str, Any], bool]:
+        """(the experiment's JSON, whether from `source`). A git copy git can't read (its ref
+        points at an object that is missing: a fetch or a gc cut short) gives way to the
+        storage copy, with a warning; without one, the error says how to repair the ref."""
+        kind, commit, read = source
+        try:
+            return metadata.decode(read(), experiment_id), True
+        except GitError as e:
+            if kind != "git":
+                raise
+            git = self._open_git()
+            missing = git is not None and not git.has_object(commit)
+            problem = "points at a missing object" if missing else f"can't be read ({e.message})"
+            from .git.refs import ExperimentRef
 
+            ref = ExperimentRef.metadata(experiment_id)
+            problem = f"experiment {experiment_id[:7]}: its git metadata ref {ref} {problem}"
+            if not self.repository.has_experiment(experiment_id):
+                raise GitError(
+                    problem,
+                    hint=f"fetch it again (git keepsake pull), or delete the ref: "
+                    f"git update-ref -d {ref}",
+                ) from e
+            self._warn_once(f"{problem}; read from storage instead")
+            return metadata.decode(
+                self.repository.experiment_bytes(experiment_id), experiment_id
+            ), False
+        except CorruptRepository as e:
+            e.hint = _refused_hint(kind, experiment_id, self.repository.url)
+            raise
+
+    def _from_summary(
+        self, summary: dict[str, Any], experiment_id: str, source
+    ) -> ExperimentRecord:
         def load() -> dict[str, Any]:
-            return _decode(read(), experiment_id)
+            return self._load(experiment_id, source)[0]
 
         experiment = self._build(summary["experiment"], load)
         make = experiment.checkpoint_type.from_json
@@ -278,6 +323,17 @@ def check_prefix(id_or_prefix: str, what: str = "experiment or checkpoint") -> s
             hint="list them with: git keepsake ls",
         )
     return prefix
+
+
+def _refused_hint(kind: str, experiment_id: str, url: str) -> str:
+    """What to do about an experiment whose metadata is refused: nothing was done with it."""
+    if kind == "git":
+        from .git.refs import ExperimentRef
+
+        where = f"delete its ref: git update-ref -d {ExperimentRef.metadata(experiment_id)}"
+    else:
+        where = f"delete metadata/experiments/{experiment_id}.json in {url}"
+    return f"it is damaged or was not written by keepsake; nothing was done with it (to {where})"
 
 
 def _fingerprint(sources) -> str | None:
@@ -341,16 +397,6 @@ def _prefetch(readers) -> None:
         found = readers[0].repository.many_experiment_bytes([r.experiment_id for r in readers])
         for reader in readers:
             reader.data = found.get(reader.experiment_id)
-
-
-def _decode(raw: bytes, experiment_id: str) -> dict[str, Any]:
-    try:
-        data = metadata.decode(raw, experiment_id)
-    except ValueError as e:
-        raise CorruptRepository(f"experiment {experiment_id[:7]} metadata is not JSON: {e}") from e
-    if not isinstance(data, dict) or data.get("id") != experiment_id:
-        raise CorruptRepository(f"experiment {experiment_id[:7]} metadata names another id")
-    return data
 
 
 class _Index:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import GIT_KEEPSAKE, git, run_script
+from tests.conftest import keepsake_cli as keepsake
 
 TRAIN = textwrap.dedent(
     """
@@ -129,6 +130,144 @@ def push_refs(clone: Path) -> None:
     git("push", "-q", "origin", "refs/keepsake/*:refs/keepsake/*", cwd=clone)
 
 
+# --- item 16: IDs from metadata are 64 hex characters or the record is refused ---------------
+
+TRAVERSAL = "../../victim-data/precious"
+
+
+def _traversing_checkpoint(data: dict) -> dict:
+    data["checkpoints"][0]["id"] = TRAVERSAL
+    return data
+
+
+@pytest.mark.parametrize("where", ["git", "storage"])
+def test_a_checkpoint_id_naming_a_path_outside_is_refused_and_nothing_is_touched(
+    attacker_and_victim, tmp_path, where
+):
+    attacker, victim = attacker_and_victim
+    # What the crafted ID would reach: <storage>/checkpoints/../../victim-data/precious.tar.gz
+    precious = tmp_path / "victim-data" / "precious.tar.gz"
+    precious.parent.mkdir()
+    precious.write_bytes(b"years of work")
+    good = train(victim)
+    if where == "git":
+        bad = train(attacker)
+        rewrite_git_metadata(attacker, bad, _traversing_checkpoint)
+        push_refs(attacker)
+        pulled = raw_cli("pull", cwd=victim)
+        assert pulled.returncode == 0, pulled.stderr
+        assert f"experiment {bad[:7]}".encode() in pulled.stderr
+    else:  # a shared bucket someone else writes to, from a folder outside git
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        (elsewhere / "keepsake.yaml").write_text((victim / "keepsake.yaml").read_text())
+        bad = train(elsewhere)
+        rewrite_storage_metadata(tmp_path / "victim-storage", bad, _traversing_checkpoint)
+    assert (
+        Path(os.path.normpath(tmp_path / "victim-storage/checkpoints" / f"{TRAVERSAL}.tar.gz"))
+        == precious
+    )
+
+    for command in (["rm", "-f", bad[:7]], ["show", bad[:7]], ["checkout", bad[:7], "-f"]):
+        result = raw_cli(*command, cwd=victim)
+        stderr = assert_clean_failure(result, bad[:7], "refused", "64 hex")
+        assert TRAVERSAL not in stderr or repr(TRAVERSAL) in stderr
+    assert precious.read_bytes() == b"years of work"
+
+    listed = raw_cli("ls", cwd=victim)
+    assert listed.returncode == 0, listed.stderr
+    assert good[:7].encode() in listed.stdout and bad[:7].encode() not in listed.stdout
+    warnings = [line for line in listed.stderr.decode().splitlines() if bad[:7] in line]
+    assert len(warnings) == 1 and "refused" in warnings[0], listed.stderr
+    assert precious.read_bytes() == b"years of work"
+
+
+def test_a_record_naming_another_experiment_or_a_short_id_is_refused(project):
+    experiment_id = train(project)
+    storage = project / ".keepsake"
+    rewrite_storage_metadata(storage, experiment_id, lambda d: {**d, "id": "abc"})
+    assert_clean_failure(raw_cli("show", experiment_id[:7], cwd=project), "refused")
+    rewrite_storage_metadata(storage, experiment_id, lambda d: {**d, "id": experiment_id})
+    keepsake("show", experiment_id[:7], cwd=project)
+    rewrite_storage_metadata(
+        storage, experiment_id, lambda d: _set_checkpoint(d, id=d["checkpoints"][0]["id"][:63])
+    )
+    assert_clean_failure(raw_cli("show", experiment_id[:7], cwd=project), "refused", "64 hex")
+
+
+def _set_checkpoint(data: dict, **fields) -> dict:
+    data["checkpoints"][0].update(fields)
+    return data
+
+
+# --- item 21: wrong types in metadata and keepsake.yaml are one clear line ------------------
+
+WRONG_TYPES = {
+    "created is a number": lambda d: {**d, "created": 7},
+    "created is not a time": lambda d: {**d, "created": "yesterday"},
+    "params is a list": lambda d: {**d, "params": [1, 2]},
+    "checkpoints is a dict": lambda d: {**d, "checkpoints": {"a": 1}},
+    "a checkpoint is a number": lambda d: {**d, "checkpoints": [1]},
+    "metrics is a list": lambda d: _set_checkpoint(d, metrics=[0.5]),
+    "step is a string": lambda d: _set_checkpoint(d, step="1"),
+    "step is a bool": lambda d: _set_checkpoint(d, step=True),
+    "checkpoint created is null": lambda d: _set_checkpoint(d, created=None),
+    "primary_metric is a string": lambda d: _set_checkpoint(d, primary_metric="loss"),
+    "primary_metric name is a number": lambda d: _set_checkpoint(
+        d, primary_metric={"name": 1, "goal": "minimize"}
+    ),
+    "path is a number": lambda d: _set_checkpoint(d, path=5),
+    "user is a dict": lambda d: {**d, "user": {}},
+    "python_packages is a list": lambda d: {**d, "python_packages": ["numpy"]},
+    "a package version is a number": lambda d: {**d, "python_packages": {"numpy": 1}},
+    "git is a string": lambda d: {**d, "git": "main"},
+    "git snapshot is not a commit id": lambda d: {**d, "git": {**d["git"], "snapshot": "HEAD~1"}},
+    "not an object": lambda d: [d],
+    "nested too deep": lambda d: json.dumps(d)[:-1] + ', "deep": ' + "[" * 5000 + "]" * 5000 + "}",
+}
+
+
+@pytest.fixture
+def two_runs(git_project):
+    (git_project / ".gitignore").write_text("model.pth\n")
+    return git_project, train(git_project), train(git_project)
+
+
+@pytest.mark.parametrize("damage", WRONG_TYPES.values(), ids=WRONG_TYPES.keys())
+def test_wrong_typed_metadata_is_refused_with_one_clear_line(two_runs, tmp_path, damage):
+    project, good, bad = two_runs
+    rewrite_git_metadata(project, bad, damage)
+    rewrite_storage_metadata(project / ".keepsake", bad, damage)
+    for command in (
+        ["show", bad[:7]],
+        ["diff", good[:7], bad[:7]],
+        ["checkout", bad[:7], "-o", str(tmp_path / "out"), "-f"],
+    ):
+        assert_clean_failure(raw_cli(*command, cwd=project), bad[:7], "refused")
+    listed = raw_cli("ls", cwd=project)
+    assert listed.returncode == 0, listed.stderr
+    assert good[:7].encode() in listed.stdout and bad[:7].encode() not in listed.stdout
+    assert b"Traceback" not in listed.stderr
+    assert [line for line in listed.stderr.decode().splitlines() if bad[:7] in line]
+    assert not (tmp_path / "out").exists()
+
+
+def test_sync_says_which_storage_metadata_it_refused(git_project):
+    """An experiment only in storage (recorded elsewhere) with `"created": 7`."""
+    (git_project / ".gitignore").write_text("model.pth\n")
+    experiment_id = train(git_project)
+    git("update-ref", "-d", f"refs/keepsake/metadata/{experiment_id}", cwd=git_project)
+    git("update-ref", "-d", f"refs/keepsake/experiments/{experiment_id}", cwd=git_project)
+    rewrite_storage_metadata(
+        git_project / ".keepsake", experiment_id, lambda d: {**d, "created": 7}
+    )
+    result = raw_cli("sync", cwd=git_project)
+    stderr = result.stderr.decode()
+    assert result.returncode in (0, 1), stderr
+    assert "Traceback" not in stderr and "internal error" not in stderr, stderr
+    assert experiment_id[:7] in stderr and "refused" in stderr, stderr
+
+
 BAD_CONFIGS = {
     "not UTF-8": b'repository: "file://.keep\xffsake"\n',
     "invalid YAML": b"repository: [unclosed\n",
@@ -148,3 +287,31 @@ def test_a_bad_keepsake_yaml_is_one_clear_line(project, content):
     (project / "keepsake.yaml").write_bytes(content)
     for command in (["ls"], ["show", "abc1234"]):
         assert_clean_failure(raw_cli(*command, cwd=project), "keepsake.yaml")
+
+
+def test_a_dangling_git_metadata_ref_falls_back_to_the_storage_copy(two_runs):
+    project, good, dangling = two_runs
+    ref = project / ".git" / "refs" / "keepsake" / "metadata" / dangling
+    git("pack-refs", "--all", cwd=project)  # the ref is in packed-refs: write a loose one
+    ref.parent.mkdir(parents=True, exist_ok=True)
+    ref.write_text("0123456789abcdef0123456789abcdef01234567\n")  # an object nobody has
+
+    listed = raw_cli("ls", cwd=project)
+    assert listed.returncode == 0, listed.stderr
+    assert good[:7].encode() in listed.stdout and dangling[:7].encode() in listed.stdout
+    stderr = listed.stderr.decode()
+    assert dangling[:7] in stderr and "missing" in stderr and "storage" in stderr, stderr
+    shown = raw_cli("show", dangling[:7], cwd=project)
+    assert shown.returncode == 0, shown.stderr
+    assert f"Experiment: {dangling}".encode() in shown.stdout
+
+
+def test_a_dangling_git_metadata_ref_without_a_storage_copy_gives_a_hint(two_runs):
+    project, good, dangling = two_runs
+    ref = project / ".git" / "refs" / "keepsake" / "metadata" / dangling
+    ref.write_text("0123456789abcdef0123456789abcdef01234567\n")
+    (project / ".keepsake" / "metadata" / "experiments" / f"{dangling}.json").unlink()
+    assert_clean_failure(raw_cli("show", dangling[:7], cwd=project), dangling[:7], "missing")
+    listed = raw_cli("ls", cwd=project)
+    assert listed.returncode == 0, listed.stderr
+    assert good[:7].encode() in listed.stdout
