@@ -4,6 +4,7 @@ is refused; strings never reach the terminal raw; bad input is `error:` + `hint:
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import subprocess
@@ -198,6 +199,109 @@ def test_a_record_naming_another_experiment_or_a_short_id_is_refused(project):
 def _set_checkpoint(data: dict, **fields) -> dict:
     data["checkpoints"][0].update(fields)
     return data
+
+
+# --- item 18: untrusted strings never reach the terminal raw --------------------------------
+
+# Clear screen, set the window title, a forged line, a C1 CSI, a bidi override.
+EVIL = ["\x1b[2J", "\x1b]0;pwned\x07", "\rforged: ok", "\x9b31m", "\u202eevil"]
+RAW = [b"\x1b", b"\x07", b"\r", "\x9b".encode(), "\u202e".encode(), b"\x9b"]
+
+EVIL_TRAIN = textwrap.dedent(
+    """
+    import sys, git_keepsake as keepsake
+    evil = EVIL
+    experiment = keepsake.init(path=".", params={e: e for e in evil} | {"lr": float(sys.argv[1])})
+    with open("model.pth", "wb") as f:
+        f.write(b"weights")
+    metrics = {"loss": float(sys.argv[1]), **{e: e for e in evil}}
+    experiment.checkpoint(path="model.pth", step=1, metrics=metrics,
+                          primary_metric=(evil[1], "maximize"))
+    experiment.checkpoint(path="model.pth", step=2, metrics={evil[1]: 3.0},
+                          primary_metric=(evil[1], "maximize"))
+    experiment.stop()
+    print(experiment.id)
+    """
+).replace("EVIL", repr(EVIL))
+
+
+def _evil_fields(data: dict) -> dict:
+    evil = "".join(EVIL)
+    data.update(user=evil, host=evil, python_version=evil, keepsake_version=evil)
+    data["python_packages"] = {evil: evil}
+    data["git"].update(branch=evil, remote=evil)
+    data["checkpoints"][0]["path"] = evil
+    return data
+
+
+def raw_in(result) -> list[bytes]:
+    return [raw for raw in RAW if raw in result.stdout or raw in result.stderr]
+
+
+def assert_nothing_raw(result) -> None:
+    assert not raw_in(result), (result.stdout + result.stderr).decode(errors="replace")
+
+
+def test_escape_sequences_from_a_pulled_remote_never_reach_the_terminal(
+    attacker_and_victim, tmp_path
+):
+    attacker, victim = attacker_and_victim
+    evil = "".join(EVIL)
+    (attacker / "train.py").write_text(f"print({evil!r})  # {evil}\n")
+    first = train(attacker, EVIL_TRAIN, "0.1", evil)
+    (attacker / "train.py").write_text(f"print('other')  # {evil}{evil}\n")
+    second = train(attacker, EVIL_TRAIN, "0.2", evil)
+    for experiment_id in (first, second):
+        rewrite_git_metadata(attacker, experiment_id, _evil_fields)
+    push_refs(attacker)
+    # The victim shares the storage the weights are in (a team bucket).
+    storage = tmp_path / "attacker-storage"
+    (victim / "keepsake.yaml").write_text(f'repository: "file://{storage}"\n')
+    heartbeat = storage / "metadata" / "heartbeats" / f"{first}.json"
+    heartbeat.parent.mkdir(parents=True, exist_ok=True)
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    heartbeat.write_text(json.dumps({"experiment_id": first, "last_heartbeat": now}))
+
+    pulled = raw_cli("pull", cwd=victim)
+    assert pulled.returncode == 0, pulled.stderr
+    assert_nothing_raw(pulled)
+    chk = json.loads(raw_cli("show", first[:7], "--json", cwd=victim).stdout)["checkpoints"][0]
+    commands = [
+        ["ls"],
+        ["ls", "-a"],
+        ["ps"],
+        ["show", first[:7]],
+        ["show", chk["id"][:7]],
+        ["diff", first[:7], second[:7]],
+        ["diff", first[:7], second[:7], "--code"],
+        ["checkout", second[:7], "-o", str(tmp_path / "out"), "-f"],
+        ["rm", second[:7]],  # lists what it would delete, then asks for a terminal
+    ]
+    leaks = {}
+    for command in commands:
+        result = raw_cli(*command, cwd=victim)
+        assert result.returncode in (0, 1), (command, result.stderr)
+        assert b"Traceback" not in result.stderr
+        if raw_in(result):
+            leaks[" ".join(c for c in command if "/" not in c)] = raw_in(result)
+    assert not leaks, sorted(leaks)
+    assert first[:7].encode() in raw_cli("ps", cwd=victim).stdout  # its heartbeat is fresh
+    shown = raw_cli("show", first[:7], cwd=victim).stdout.decode()
+    assert "\\x1b]0;pwned\\x07" in shown and "\\u202eevil" in shown and "\\rforged" in shown
+    code = raw_cli("diff", first[:7], second[:7], "--code", cwd=victim).stdout.decode()
+    assert "\\x1b[2J" in code and "other" in code
+    assert (tmp_path / "out" / "model.pth").read_bytes() == b"weights"
+
+
+def test_error_messages_quoting_stored_values_escape_them(project):
+    experiment_id = train(project)
+    evil = "".join(EVIL)
+    rewrite_storage_metadata(project / ".keepsake", experiment_id, lambda d: {**d, "created": evil})
+    for command in (["show", experiment_id[:7]], ["ls"], ["diff", experiment_id, experiment_id]):
+        result = raw_cli(*command, cwd=project)
+        assert b"Traceback" not in result.stderr
+        assert_nothing_raw(result)
+    assert_clean_failure(raw_cli("show", experiment_id[:7], cwd=project), "created")
 
 
 # --- item 21: wrong types in metadata and keepsake.yaml are one clear line ------------------
