@@ -12,6 +12,9 @@ from typing import Any
 from .errors import CorruptRepository, InvalidArgument
 
 ID_LENGTH = 64
+# How deep values (params, metrics) may nest. Readers walk them recursively, two frames a
+# level: a few hundred levels in a crafted record overflowed the stack of every `ls`.
+MAX_DEPTH = 200
 SHORT_ID_LENGTH = 7
 _ID_RE = re.compile(r"[0-9a-f]{64}")
 
@@ -330,6 +333,9 @@ def _check_experiment(data: Any, experiment_id: str) -> None:
     packages = data.get("python_packages") or {}
     if not all(type(v) is str for v in packages.values()):
         raise _Refused("python_packages has versions that are not strings")
+    for key, value in data.items():
+        if key != "checkpoints" and _too_deep(value):
+            raise _Refused(f"{key} nests deeper than {MAX_DEPTH} levels")
     git = data.get("git")
     if git is not None:
         _check_types(git, _GIT_TYPES, "git.")
@@ -342,6 +348,22 @@ def _check_experiment(data: Any, experiment_id: str) -> None:
 
 
 _TEXTS, _MAPS = _ALLOWED[_TEXT], _ALLOWED[_MAP]
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+_CONTAINERS = (dict, list)
+
+
+def _too_deep(value: Any) -> bool:
+    """Whether `value` nests more than MAX_DEPTH containers (walked without recursion)."""
+    stack = [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        if type(item) not in _CONTAINERS:
+            continue
+        if level == MAX_DEPTH:
+            return True
+        children = item.values() if type(item) is dict else item
+        stack.extend((child, level + 1) for child in children if type(child) in _CONTAINERS)
+    return False
 
 
 def _checkpoint_is_sound(c: Any) -> bool:
@@ -358,9 +380,20 @@ def _checkpoint_is_sound(c: Any) -> bool:
             and (primary is None or (type(primary) is dict and _primary_is_sound(primary)))
             and type(c["created"]) is str
             and parse_time(c["created"]) is not None
+            and (_plain(c, primary) or not _too_deep(c))
         )
     except (KeyError, AttributeError, ValueError, OverflowError):
         return False
+
+
+def _plain(c: dict[str, Any], primary: dict[str, Any] | None) -> bool:
+    """Nothing in the checkpoint nests: its own fields only, metrics of plain values."""
+    metrics = c.get("metrics") or {}
+    return (
+        len(c) <= len(CHECKPOINT_FIELDS)
+        and (primary is None or len(primary) <= 2)
+        and all(type(v) in _SCALARS for v in metrics.values())
+    )
 
 
 def _primary_is_sound(primary: dict[str, Any]) -> bool:
@@ -379,5 +412,7 @@ def _check_checkpoint(checkpoint: Any, where: str) -> None:
     step = checkpoint.get("step")
     if step is not None and type(step) is not int:
         raise _Refused(f"{where}step is {_shown(step)}, not a whole number")
+    if _too_deep(checkpoint):
+        raise _Refused(f"{where}nests deeper than {MAX_DEPTH} levels")
     primary = checkpoint["primary_metric"]
     raise _Refused(f"{where}primary_metric is {_shown(primary)}, not a name and goal")

@@ -327,7 +327,16 @@ WRONG_TYPES = {
     "git is a string": lambda d: {**d, "git": "main"},
     "git snapshot is not a commit id": lambda d: {**d, "git": {**d["git"], "snapshot": "HEAD~1"}},
     "not an object": lambda d: [d],
-    "nested too deep": lambda d: json.dumps(d)[:-1] + ', "deep": ' + "[" * 5000 + "]" * 5000 + "}",
+    "nested too deep to parse": lambda d: (
+        json.dumps(d)[:-1] + f', "deep": {"[" * 5000}{"]" * 5000}}}'
+    ),
+    # Parses, but every reader walking it recursively overflowed the stack: `ls` exited 3.
+    "a param nests 500 levels": lambda d: json.dumps({**d, "params": {"lr": 1}}).replace(
+        '"lr": 1', f'"lr": {"[" * 500}{"]" * 500}'
+    ),
+    "a metric nests 500 levels": lambda d: json.dumps(_set_checkpoint(d, metrics={"m": 1})).replace(
+        '"m": 1', f'"m": {"[" * 500}{"]" * 500}'
+    ),
 }
 
 
