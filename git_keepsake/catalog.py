@@ -135,10 +135,14 @@ class Catalog:
             experiment._alive = experiment.id in alive
         return out
 
-    def _read(self, sources, index: _Index, all_sources=None) -> list[ExperimentRecord]:
+    def _read(
+        self, sources, index: _Index, all_sources=None, asked: tuple[str, ...] = ()
+    ) -> list[ExperimentRecord]:
         """Every experiment in `sources`, from the index where it is current, and the index
         brought up to date with the rest. `all_sources`: every experiment there is, when
-        `sources` is only some of them (what the index forgets and fingerprints)."""
+        `sources` is only some of them (what the index forgets and fingerprints). An
+        experiment that can't be read is skipped with a warning, unless its ID starts with
+        one of the prefixes `asked` for: finding it then fails with the same message."""
         all_sources = sources if all_sources is None else all_sources
         cached = index.load()
         fresh = []
@@ -162,7 +166,8 @@ class Catalog:
                 data, from_source = self._load(experiment_id, where)
                 experiment = self._build(data)
             except KeepsakeError as e:
-                self._warn_once(f"{e.message} (skipped)")
+                if not experiment_id.startswith(asked):
+                    self._warn_once(f"{e.message} (skipped)")
                 complete = False
                 continue
             except (ValueError, KeyError, TypeError) as e:
@@ -243,7 +248,7 @@ class Catalog:
                 if fingerprint is None or index.fingerprint() != fingerprint:
                     held = index.versions()
                     stale = {i: s for i, s in sources.items() if held.get(i) != s[:2]}
-                    self._read(stale, index, all_sources=sources)
+                    self._read(stale, index, all_sources=sources, asked=tuple(prefixes))
                 found: dict[str, str] = {}
                 for prefix in prefixes:
                     rows = index.checkpoints(prefix)
@@ -252,7 +257,7 @@ class Catalog:
                     found.update((c, e) for c, e in rows.items() if e in sources)
                 else:
                     return found
-            experiments = self._read(sources, _Index(None))
+            experiments = self._read(sources, _Index(None), asked=tuple(prefixes))
             return {
                 c.id: e.id
                 for e in experiments

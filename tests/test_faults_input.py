@@ -172,6 +172,7 @@ def test_a_checkpoint_id_naming_a_path_outside_is_refused_and_nothing_is_touched
     for command in (["rm", "-f", bad[:7]], ["show", bad[:7]], ["checkout", bad[:7], "-f"]):
         result = raw_cli(*command, cwd=victim)
         stderr = assert_clean_failure(result, bad[:7], "refused", "64 hex")
+        assert stderr.count("is refused") == 1, stderr  # the error, not a warning as well
         assert TRAVERSAL not in stderr or repr(TRAVERSAL) in stderr
     assert precious.read_bytes() == b"years of work"
 
