@@ -3,7 +3,8 @@
 Two sources hold experiment metadata: `refs/keepsake/metadata/*` in git (fast, offline after a
 `git fetch`) and `metadata/experiments/*.json` in blob storage (complete: it also has experiments
 recorded outside git or by Keepsake 0.4.2). An experiment found in git is read from git; blob
-storage is read only for the rest, so they merge without duplicates.
+storage is read only for the rest, so they merge without duplicates (and for a git copy whose
+object is missing). Both are untrusted: `metadata.decode` refuses what is not an experiment.
 
 Listing 10,000 experiments must not parse 10,000 full JSON files with 50 checkpoints each. A local
 SQLite index maps (source, id, version) -> a *summary*: the experiment's own fields plus its

@@ -90,7 +90,7 @@ def load_config(path: Path) -> dict[str, Any]:
     if "repository" in data and "storage" in data:
         raise ConfigError(
             f"{path} sets both repository and storage",
-            hint="keep only repository (storage is its old name)",
+            hint="keep only repository",
         )
     return data
 
