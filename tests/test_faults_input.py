@@ -8,6 +8,7 @@ import datetime as dt
 import json
 import os
 import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -31,19 +32,15 @@ TRAIN = textwrap.dedent(
 
 
 def train(clone: Path, script: str = TRAIN, *argv: str) -> str:
-    result = run_script(script, clone, timeout=120) if not argv else _run_argv(script, clone, argv)
+    """Run a training script (with `argv`: from a file, so the command line holds them)."""
+    if argv:
+        (clone / "train_script.py").write_text(script)
+        command = [sys.executable, "train_script.py", *argv]
+        result = subprocess.run(command, cwd=clone, capture_output=True, text=True, timeout=120)
+    else:
+        result = run_script(script, clone, timeout=120)
     assert result.returncode == 0, result.stderr
     return result.stdout.strip().splitlines()[-1]
-
-
-def _run_argv(script: str, cwd: Path, argv) -> subprocess.CompletedProcess:
-    path = cwd / "train_script.py"
-    path.write_text(script)
-    import sys
-
-    return subprocess.run(
-        [sys.executable, path.name, *argv], cwd=cwd, capture_output=True, text=True, timeout=120
-    )
 
 
 def raw_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
