@@ -3,7 +3,8 @@
 Two sources hold experiment metadata: `refs/keepsake/metadata/*` in git (fast, offline after a
 `git fetch`) and `metadata/experiments/*.json` in blob storage (complete: it also has experiments
 recorded outside git or by Keepsake 0.4.2). An experiment found in git is read from git; blob
-storage is read only for the rest, so they merge without duplicates.
+storage is read only for the rest, so they merge without duplicates (and for a git copy whose
+object is missing). Both are untrusted: `metadata.decode` refuses what is not an experiment.
 
 Listing 10,000 experiments must not parse 10,000 full JSON files with 50 checkpoints each. A local
 SQLite index maps (source, id, version) -> a *summary*: the experiment's own fields plus its
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import metadata
-from .errors import Ambiguous, CorruptRepository, InvalidArgument, KeepsakeError, NotFound
+from .errors import Ambiguous, CorruptRepository, GitError, InvalidArgument, KeepsakeError, NotFound
 from .records import CheckpointRecord, ExperimentRecord
 from .runtime import warn
 from .store.layout import Repository
@@ -37,7 +38,7 @@ Build = Callable[..., ExperimentRecord]
 
 INDEX_FILE = "index.sqlite"
 # Bump the first number whenever summarize() or best() change what a summary holds.
-SCHEMA = 5 * 10000 + sys.version_info[0] * 100 + sys.version_info[1]
+SCHEMA = 6 * 10000 + sys.version_info[0] * 100 + sys.version_info[1]
 
 
 class Catalog:
@@ -58,6 +59,12 @@ class Catalog:
         self._open_git = open_git
         self.index_path = state_dir / INDEX_FILE
         self._build = build
+        self._warned: set[str] = set()  # one line per problem, however often it is met
+
+    def _warn_once(self, message: str) -> None:
+        if message not in self._warned:
+            self._warned.add(message)
+            warn(message)
 
     # --- where each experiment's metadata is ---
 
@@ -129,10 +136,14 @@ class Catalog:
             experiment._alive = experiment.id in alive
         return out
 
-    def _read(self, sources, index: _Index, all_sources=None) -> list[ExperimentRecord]:
+    def _read(
+        self, sources, index: _Index, all_sources=None, asked: tuple[str, ...] = ()
+    ) -> list[ExperimentRecord]:
         """Every experiment in `sources`, from the index where it is current, and the index
         brought up to date with the rest. `all_sources`: every experiment there is, when
-        `sources` is only some of them (what the index forgets and fingerprints)."""
+        `sources` is only some of them (what the index forgets and fingerprints). An
+        experiment that can't be read is skipped with a warning, unless its ID starts with
+        one of the prefixes `asked` for: finding it then fails with the same message."""
         all_sources = sources if all_sources is None else all_sources
         cached = index.load()
         fresh = []
@@ -143,22 +154,31 @@ class Catalog:
             for experiment_id, (source, version, read) in sources.items()
             if version is None or cached.get(experiment_id, ())[:2] != (source, version)
         )
-        for experiment_id, (source, version, read) in sources.items():
+        for experiment_id, where in sources.items():
+            source, version, _ = where
             hit = cached.get(experiment_id)
             if hit is not None and version is not None and hit[:2] == (source, version):
                 try:
-                    out.append(self._from_summary(marshal.loads(hit[2]), read))
+                    out.append(self._from_summary(marshal.loads(hit[2]), experiment_id, where))
                     continue
                 except (ValueError, KeyError, TypeError, EOFError):
                     pass  # a damaged row: read the experiment afresh
             try:
-                experiment = self._build(_decode(read(), experiment_id))
-            except (KeepsakeError, ValueError, KeyError, TypeError) as e:
-                warn(f"skipping unreadable experiment {experiment_id[:7]}: {e}")
+                data, from_source = self._load(experiment_id, where)
+                experiment = self._build(data)
+            except KeepsakeError as e:
+                if not experiment_id.startswith(asked):
+                    self._warn_once(f"{e.message} (skipped)")
+                complete = False
+                continue
+            except (ValueError, KeyError, TypeError) as e:
+                self._warn_once(f"experiment {experiment_id[:7]} is unreadable (skipped): {e!r}")
                 complete = False
                 continue
             out.append(experiment)
-            if version is not None:
+            if not from_source:
+                complete = False  # read from elsewhere: not cached under this source's version
+            elif version is not None:
                 fresh.append(
                     (
                         (experiment_id, source, version, summarize(experiment)),
@@ -211,7 +231,7 @@ class Catalog:
             )
         kind, found = matches[0]
         experiment_id = found if kind == "experiment" else checkpoint_ids[found]
-        experiment = self._build(_decode(sources[experiment_id][2](), experiment_id))
+        experiment = self._build(self._load(experiment_id, sources[experiment_id])[0])
         if kind == "experiment":
             return experiment
         for checkpoint in experiment.checkpoints:
@@ -229,7 +249,7 @@ class Catalog:
                 if fingerprint is None or index.fingerprint() != fingerprint:
                     held = index.versions()
                     stale = {i: s for i, s in sources.items() if held.get(i) != s[:2]}
-                    self._read(stale, index, all_sources=sources)
+                    self._read(stale, index, all_sources=sources, asked=tuple(prefixes))
                 found: dict[str, str] = {}
                 for prefix in prefixes:
                     rows = index.checkpoints(prefix)
@@ -238,7 +258,7 @@ class Catalog:
                     found.update((c, e) for c, e in rows.items() if e in sources)
                 else:
                     return found
-            experiments = self._read(sources, _Index(None))
+            experiments = self._read(sources, _Index(None), asked=tuple(prefixes))
             return {
                 c.id: e.id
                 for e in experiments
@@ -248,11 +268,42 @@ class Catalog:
         finally:
             index.close()
 
-    def _from_summary(self, summary: dict[str, Any], read: Callable[[], bytes]) -> ExperimentRecord:
-        experiment_id = summary["id"]
+    def _load(self, experiment_id: str, source) -> tuple[dict[str, Any], bool]:
+        """(the experiment's JSON, whether from `source`). A git copy git can't read (its ref
+        points at an object that is missing: a fetch or a gc cut short) gives way to the
+        storage copy, with a warning; without one, the error says how to repair the ref."""
+        kind, commit, read = source
+        try:
+            return metadata.decode(read(), experiment_id), True
+        except GitError as e:
+            if kind != "git":
+                raise
+            git = self._open_git()
+            missing = git is not None and not git.has_object(commit)
+            problem = "points at a missing object" if missing else f"can't be read ({e.message})"
+            from .git.refs import ExperimentRef
 
+            ref = ExperimentRef.metadata(experiment_id)
+            problem = f"experiment {experiment_id[:7]}: its git metadata ref {ref} {problem}"
+            if not self.repository.has_experiment(experiment_id):
+                raise GitError(
+                    problem,
+                    hint=f"fetch it again (git keepsake pull), or delete the ref: "
+                    f"git update-ref -d {ref}",
+                ) from e
+            self._warn_once(f"{problem}; read from storage instead")
+            return metadata.decode(
+                self.repository.experiment_bytes(experiment_id), experiment_id
+            ), False
+        except CorruptRepository as e:
+            e.hint = _refused_hint(kind, experiment_id, self.repository.url)
+            raise
+
+    def _from_summary(
+        self, summary: dict[str, Any], experiment_id: str, source
+    ) -> ExperimentRecord:
         def load() -> dict[str, Any]:
-            return _decode(read(), experiment_id)
+            return self._load(experiment_id, source)[0]
 
         experiment = self._build(summary["experiment"], load)
         make = experiment.checkpoint_type.from_json
@@ -278,6 +329,17 @@ def check_prefix(id_or_prefix: str, what: str = "experiment or checkpoint") -> s
             hint="list them with: git keepsake ls",
         )
     return prefix
+
+
+def _refused_hint(kind: str, experiment_id: str, url: str) -> str:
+    """What to do about an experiment whose metadata is refused: nothing was done with it."""
+    if kind == "git":
+        from .git.refs import ExperimentRef
+
+        where = f"delete its ref: git update-ref -d {ExperimentRef.metadata(experiment_id)}"
+    else:
+        where = f"delete metadata/experiments/{experiment_id}.json in {url}"
+    return f"it is damaged or was not written by keepsake; nothing was done with it (to {where})"
 
 
 def _fingerprint(sources) -> str | None:
@@ -341,16 +403,6 @@ def _prefetch(readers) -> None:
         found = readers[0].repository.many_experiment_bytes([r.experiment_id for r in readers])
         for reader in readers:
             reader.data = found.get(reader.experiment_id)
-
-
-def _decode(raw: bytes, experiment_id: str) -> dict[str, Any]:
-    try:
-        data = metadata.decode(raw, experiment_id)
-    except ValueError as e:
-        raise CorruptRepository(f"experiment {experiment_id[:7]} metadata is not JSON: {e}") from e
-    if not isinstance(data, dict) or data.get("id") != experiment_id:
-        raise CorruptRepository(f"experiment {experiment_id[:7]} metadata names another id")
-    return data
 
 
 class _Index:

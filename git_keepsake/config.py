@@ -49,17 +49,31 @@ def _common_dir(git_dir: Path) -> Path:
     return git_dir
 
 
+EXAMPLE = 'e.g. repository: "file://.keepsake"'
+
+
 def load_config(path: Path) -> dict[str, Any]:
     import yaml  # only when there is a config file: keeps `import git_keepsake` light
 
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise ConfigError(f"{path} could not be read: {e}") from e
-    if not isinstance(data, dict):
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as e:
         raise ConfigError(
-            f"{path} must be a mapping of settings", hint='e.g. repository: "file://.keepsake"'
-        )
+            f"{path} could not be read: {e.strerror or e}", hint="check its permissions"
+        ) from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"{path} is not UTF-8 text (byte {e.start})", hint="save it as UTF-8"
+        ) from None
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where is not None else ""
+        problem = getattr(e, "problem", None) or type(e).__name__
+        raise ConfigError(
+            f"{path} is not valid YAML{line}: {problem}", hint=f"fix it, {EXAMPLE}"
+        ) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must be a mapping of settings", hint=EXAMPLE)
     unknown = sorted(str(k) for k in data if k not in CONFIG_KEYS)
     if unknown:
         raise ConfigError(
@@ -70,9 +84,14 @@ def load_config(path: Path) -> dict[str, Any]:
         if key == "git_max_file_size":
             data[key] = parse_size(value, path)
         elif not isinstance(value, str) or not value:
-            raise ConfigError(f"{path}: {key} must be a non-empty string, not {value!r}")
+            raise ConfigError(
+                f"{path}: {key} must be a non-empty string, not {value!r:.40}", hint=EXAMPLE
+            )
     if "repository" in data and "storage" in data:
-        raise ConfigError(f"{path} sets both repository and storage; keep only repository")
+        raise ConfigError(
+            f"{path} sets both repository and storage",
+            hint="keep only repository",
+        )
     return data
 
 
@@ -84,12 +103,15 @@ def parse_size(value: Any, where: Path) -> int:
     number = text.rstrip("abcdefghijklmnopqrstuvwxyz")
     unit = text[len(number) :]
     try:
-        size = float(number) * SIZE_UNITS[unit]
-    except (ValueError, KeyError):
+        size = int(float(number) * SIZE_UNITS[unit])
+    except (ValueError, KeyError, OverflowError):
         raise ConfigError(
             f"{where}: git_max_file_size must be a size, not {value!r}",
             hint='e.g. git_max_file_size: "20MB" (untracked files above it stay out of git)',
         ) from None
     if size < 0:
-        raise ConfigError(f"{where}: git_max_file_size must not be negative, not {value!r}")
-    return int(size)
+        raise ConfigError(
+            f"{where}: git_max_file_size must not be negative, not {value!r}",
+            hint='e.g. git_max_file_size: "20MB"',
+        )
+    return size

@@ -9,9 +9,12 @@ import re
 import sys
 from typing import Any
 
-from .errors import InvalidArgument
+from .errors import CorruptRepository, InvalidArgument
 
 ID_LENGTH = 64
+# How deep values (params, metrics) may nest. Readers walk them recursively, two frames a
+# level: a few hundred levels in a crafted record overflowed the stack of every `ls`.
+MAX_DEPTH = 200
 SHORT_ID_LENGTH = 7
 _ID_RE = re.compile(r"[0-9a-f]{64}")
 
@@ -240,9 +243,176 @@ def encode_experiment(experiment: dict[str, Any], checkpoint_texts: list[str]) -
     return _encode_struct(fields, 0)
 
 
-def decode(text: str | bytes, what: str) -> dict[str, Any]:
-    """Parse one metadata file; the caller turns ValueError into a CorruptRepository."""
-    data = json.loads(text)
-    if not isinstance(data, dict):
-        raise ValueError(f"{what} is not a JSON object")
+def decode(text: str | bytes, experiment_id: str) -> dict[str, Any]:
+    """Parse one experiment's metadata file, as read from storage or git: untrusted input.
+
+    Every field a reader uses has the type Keepsake 0.4 writes and every ID is 64 hex
+    characters (a checkpoint ID becomes a storage key: `../../x` would reach outside), or the
+    whole record is refused with a CorruptRepository naming what is wrong. Unknown fields pass.
+    """
+    try:
+        data = json.loads(text)
+        _check_experiment(data, experiment_id)
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError and JSONDecodeError too
+        problem = e if isinstance(e, _Refused) else f"its metadata is not JSON ({e})"
+        raise CorruptRepository(
+            f"experiment {experiment_id[:SHORT_ID_LENGTH]} is refused: {problem}",
+            hint="its metadata is damaged or was not written by git-keepsake or Keepsake; "
+            "nothing is done with it, and the other experiments are not affected",
+        ) from None
     return data
+
+
+class _Refused(ValueError):
+    """A metadata file that parses as JSON but is not an experiment's."""
+
+
+# What a field may hold (None too: Keepsake writes null for an empty map, or omits a field).
+_TEXT, _MAP, _LIST, _FLAG = "a string", "an object", "a list", "true or false"
+_ALLOWED: dict[str, tuple[type, ...]] = {
+    _TEXT: (str, type(None)),
+    _MAP: (dict, type(None)),
+    _LIST: (list, type(None)),
+    _FLAG: (bool, type(None)),
+}
+_EXPERIMENT_TYPES = {
+    "params": _MAP,
+    "host": _TEXT,
+    "user": _TEXT,
+    "config": _MAP,
+    "command": _TEXT,
+    "path": _TEXT,
+    "python_version": _TEXT,
+    "python_packages": _MAP,
+    "checkpoints": _LIST,
+    "keepsake_version": _TEXT,
+    "git": _MAP,  # ours
+}
+_CHECKPOINT_TYPES = {"metrics": _MAP, "path": _TEXT, "primary_metric": _MAP}
+_GIT_TYPES = {
+    "commit": _TEXT,
+    "branch": _TEXT,
+    "dirty": _FLAG,
+    "snapshot": _TEXT,
+    "remote": _TEXT,
+    "imported": _FLAG,
+}
+_COMMIT_RE = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+
+
+def _shown(value: Any) -> str:
+    """A value in a message: its repr (control characters escaped), cut short."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _check_types(data: dict[str, Any], types: dict[str, str], where: str) -> None:
+    for key, kind in types.items():
+        value = data.get(key)
+        if type(value) not in _ALLOWED[kind]:
+            raise _Refused(f"{where}{key} is {_shown(value)}, not {kind}")
+
+
+def _check_time(data: dict[str, Any], where: str) -> None:
+    value = data.get("created")
+    try:
+        if type(value) is not str:
+            raise ValueError
+        parse_time(value)
+    except (ValueError, OverflowError):  # OverflowError: year 1 moved back to UTC
+        raise _Refused(f"{where}created is {_shown(value)}, not an RFC 3339 time") from None
+
+
+def _check_experiment(data: Any, experiment_id: str) -> None:
+    if type(data) is not dict:
+        raise _Refused(f"its metadata is {type(data).__name__}, not an object")
+    if data.get("id") != experiment_id:
+        raise _Refused(f"its metadata names another experiment: {_shown(data.get('id'))}")
+    _check_types(data, _EXPERIMENT_TYPES, "")
+    _check_time(data, "")
+    packages = data.get("python_packages") or {}
+    if not all(type(v) is str for v in packages.values()):
+        raise _Refused("python_packages has versions that are not strings")
+    for key, value in data.items():
+        if key != "checkpoints" and _too_deep(value):
+            raise _Refused(f"{key} nests deeper than {MAX_DEPTH} levels")
+    git = data.get("git")
+    if git is not None:
+        _check_types(git, _GIT_TYPES, "git.")
+        for key in ("commit", "snapshot"):
+            if git.get(key) and not _COMMIT_RE.fullmatch(git[key]):
+                raise _Refused(f"git.{key} is {_shown(git[key])}, not a commit ID")
+    for n, checkpoint in enumerate(data.get("checkpoints") or (), 1):
+        if not _checkpoint_is_sound(checkpoint):
+            _check_checkpoint(checkpoint, f"checkpoint {n} ")
+
+
+_TEXTS, _MAPS = _ALLOWED[_TEXT], _ALLOWED[_MAP]
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+_CONTAINERS = (dict, list)
+
+
+def _too_deep(value: Any) -> bool:
+    """Whether `value` nests more than MAX_DEPTH containers (walked without recursion)."""
+    stack = [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        if type(item) not in _CONTAINERS:
+            continue
+        if level == MAX_DEPTH:
+            return True
+        children = item.values() if type(item) is dict else item
+        stack.extend((child, level + 1) for child in children if type(child) in _CONTAINERS)
+    return False
+
+
+def _checkpoint_is_sound(c: Any) -> bool:
+    """The common case, in one expression: an experiment can have thousands of checkpoints."""
+    try:
+        primary = c.get("primary_metric")
+        return (
+            type(c) is dict
+            and type(c["id"]) is str
+            and _ID_RE.fullmatch(c["id"]) is not None
+            and type(c.get("metrics")) in _MAPS
+            and type(c.get("path")) in _TEXTS
+            and (c.get("step") is None or type(c["step"]) is int)
+            and (primary is None or (type(primary) is dict and _primary_is_sound(primary)))
+            and type(c["created"]) is str
+            and parse_time(c["created"]) is not None
+            and (_plain(c, primary) or not _too_deep(c))
+        )
+    except (KeyError, AttributeError, ValueError, OverflowError):
+        return False
+
+
+def _plain(c: dict[str, Any], primary: dict[str, Any] | None) -> bool:
+    """Nothing in the checkpoint nests: its own fields only, metrics of plain values."""
+    metrics = c.get("metrics") or {}
+    return (
+        len(c) <= len(CHECKPOINT_FIELDS)
+        and (primary is None or len(primary) <= 2)
+        and all(type(v) in _SCALARS for v in metrics.values())
+    )
+
+
+def _primary_is_sound(primary: dict[str, Any]) -> bool:
+    return type(primary.get("name")) is str and type(primary.get("goal", "")) is str
+
+
+def _check_checkpoint(checkpoint: Any, where: str) -> None:
+    """Says what is wrong with a checkpoint `_checkpoint_is_sound` refused."""
+    if type(checkpoint) is not dict:
+        raise _Refused(f"{where}is {_shown(checkpoint)}, not an object")
+    checkpoint_id = checkpoint.get("id")
+    if type(checkpoint_id) is not str or not is_id(checkpoint_id):
+        raise _Refused(f"{where}has the ID {_shown(checkpoint_id)}, not 64 hex characters")
+    _check_types(checkpoint, _CHECKPOINT_TYPES, where)
+    _check_time(checkpoint, where)
+    step = checkpoint.get("step")
+    if step is not None and type(step) is not int:
+        raise _Refused(f"{where}step is {_shown(step)}, not a whole number")
+    if _too_deep(checkpoint):
+        raise _Refused(f"{where}nests deeper than {MAX_DEPTH} levels")
+    primary = checkpoint["primary_metric"]
+    raise _Refused(f"{where}primary_metric is {_shown(primary)}, not a name and goal")

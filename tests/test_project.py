@@ -43,7 +43,7 @@ def test_repository_argument_wins(project, tmp_path):
         ('repository: "not a url"\n', "is not a URL"),
         ("repository: 3\n", "must be a non-empty string"),
         ("- a\n- b\n", "must be a mapping"),
-        ("repository: [unclosed\n", "could not be read"),
+        ("repository: [unclosed\n", "is not valid YAML"),
     ],
 )
 def test_bad_config_is_a_clear_error_naming_the_file(project, content, message):

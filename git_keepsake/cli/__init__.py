@@ -16,6 +16,7 @@ import click
 from .. import __version__
 from ..errors import KeepsakeError
 from .app import App, add_common_options
+from .format import printable
 
 ISSUES_URL = "https://github.com/git-keepsake/git-keepsake/issues"
 
@@ -26,10 +27,10 @@ class KeepsakeGroup(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except KeepsakeError as e:
-            click.echo(f"error: {e.message}", err=True)
+        except KeepsakeError as e:  # messages quote names and values from repositories
+            click.echo(f"error: {printable(e.message, lines=True)}", err=True)
             if e.hint:
-                click.echo(f"hint: {e.hint}", err=True)
+                click.echo(f"hint: {printable(e.hint, lines=True)}", err=True)
             ctx.exit(1)
         except KeyboardInterrupt:
             ctx.exit(130)
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a bug: a short report, not a wall of traceback
         if verbose:
             traceback.print_exc()
-        click.echo(f"error: internal error: {type(e).__name__}: {e}", err=True)
+        click.echo(f"error: internal error: {type(e).__name__}: {printable(str(e))}", err=True)
         click.echo(
             f"hint: this is a bug in git-keepsake {__version__}; please report it at "
             f"{ISSUES_URL}" + ("" if verbose else " (run with -v for the traceback)"),

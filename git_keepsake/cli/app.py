@@ -62,7 +62,8 @@ class App:
         click.echo(text, color=self.color)
 
     def say(self, text: str) -> None:
-        click.echo(text, err=True, color=self.color)
+        """A message on stderr; messages quote names and paths from the repository."""
+        click.echo(printable(text, lines=True), err=True, color=self.color)
 
     def confirm(self, question: str, refusal: str, hint: str) -> bool:
         """Ask on stderr. Only a terminal can answer: without one (a pipe, /dev/null, CI) this

@@ -112,9 +112,9 @@ def render_diff(app: App, comparison: Comparison) -> str:
         lines.append("".join(cells).rstrip())
     lines += ["", app.bold("Code")]
     if comparison.code is None:
-        lines.append(app.dim(f"({comparison.code_note})"))
+        lines.append(app.dim(f"({printable(comparison.code_note, lines=True)})"))
     elif not comparison.code:
         lines.append(app.dim("(no difference)"))
-    else:
-        lines.append(comparison.code.rstrip("\n"))
+    else:  # the code is a teammate's, or anyone's who can push
+        lines.append(printable(comparison.code.rstrip("\n"), lines=True))
     return "\n".join(lines)

@@ -148,12 +148,7 @@ class Repository:
         return self.storage.exists(experiment_metadata_key(experiment_id))
 
     def read_experiment(self, experiment_id: str) -> dict[str, Any]:
-        raw = self.experiment_bytes(experiment_id)
-        try:
-            return metadata.decode(raw, experiment_id)
-        except ValueError as e:
-            key = experiment_metadata_key(experiment_id)
-            raise CorruptRepository(f"{self.url}/{key} is not valid JSON: {e}") from e
+        return metadata.decode(self.experiment_bytes(experiment_id), experiment_id)
 
     def delete_experiment(self, experiment_id: str, tarballs: list[tuple[str, str]]) -> None:
         """Delete an experiment's metadata first, so no reader sees it with its tarballs half
