@@ -425,3 +425,10 @@ def test_two_thousand_notes_one_at_a_time(repo, capsys):
     assert len(git("notes", "--ref=keepsake", "list", cwd=workdir(repo)).splitlines()) == 2000
     assert read_note(repo, targets[1234]) == "keepsake experiment 00004d2: step=1234\n"
     assert {len(path) for path in note_paths(repo)} == {41}
+
+
+def test_a_note_line_carries_no_escape_sequence_or_bidi_override():
+    """`git log --notes` prints notes raw: a pulled param must not reorder or recolour them."""
+    text = format_note_line("abcdef0", {"evil\u202ekey": 1, "\x1b]0;t\x07k": 2}, None)
+    assert text.isprintable(), text
+    assert "\u202e" not in text and "\x1b" not in text
