@@ -38,7 +38,7 @@ Build = Callable[..., ExperimentRecord]
 
 INDEX_FILE = "index.sqlite"
 # Bump the first number whenever summarize() or best() change what a summary holds.
-SCHEMA = 6 * 10000 + sys.version_info[0] * 100 + sys.version_info[1]
+SCHEMA = 7 * 10000 + sys.version_info[0] * 100 + sys.version_info[1]
 
 
 class Catalog:
@@ -214,7 +214,16 @@ class Catalog:
         checkpoint_ids = self._checkpoint_ids(prefixes, sources) if "checkpoint" in kinds else {}
         return [self._find(p, sources, checkpoint_ids, kinds) for p in prefixes]
 
-    def _find(self, prefix: str, sources, checkpoint_ids: dict[str, str], kinds):
+    def claimants(self, checkpoint_ids: list[str]) -> dict[str, set[str]]:
+        """{checkpoint id: the experiments whose records list it}. A tarball is keyed by the
+        checkpoint's ID alone, and IDs are public once pushed: a crafted or copied record can
+        claim another experiment's checkpoint, whose files `rm` of the claimant must leave."""
+        if not checkpoint_ids:
+            return {}
+        found = self._checkpoint_ids(checkpoint_ids, self._sources())
+        return {c: found.get(c, set()) for c in checkpoint_ids}
+
+    def _find(self, prefix: str, sources, checkpoint_ids: dict[str, set[str]], kinds):
         matches = []
         if "experiment" in kinds:
             matches += [("experiment", i) for i in sorted(sources) if i.startswith(prefix)]
@@ -230,7 +239,13 @@ class Catalog:
                 hint="give more characters of the ID",
             )
         kind, found = matches[0]
-        experiment_id = found if kind == "experiment" else checkpoint_ids[found]
+        if kind == "checkpoint" and len(checkpoint_ids[found]) > 1:
+            claimants = ", ".join(i[:7] for i in sorted(checkpoint_ids[found]))
+            raise Ambiguous(
+                f"checkpoint {found[:7]} is claimed by experiments {claimants}",
+                hint="one record was copied or crafted: show each experiment to tell which",
+            )
+        experiment_id = found if kind == "experiment" else next(iter(checkpoint_ids[found]))
         experiment = self._build(self._load(experiment_id, sources[experiment_id])[0])
         if kind == "experiment":
             return experiment
@@ -239,9 +254,10 @@ class Catalog:
                 return checkpoint
         raise NotFound(f"checkpoint {found[:7]} is gone from experiment {experiment_id[:7]}")
 
-    def _checkpoint_ids(self, prefixes: list[str], sources) -> dict[str, str]:
-        """{checkpoint id starting with one of the prefixes: its experiment id}, via the index
-        (first brought up to date with the experiments it lacks or holds an older version of)."""
+    def _checkpoint_ids(self, prefixes: list[str], sources) -> dict[str, set[str]]:
+        """{checkpoint id starting with one of the prefixes: the experiments listing it}, via
+        the index (first brought up to date with the experiments it lacks or holds an older
+        version of)."""
         index = _Index.open(self.index_path)
         try:
             if index.db is not None:
@@ -250,21 +266,23 @@ class Catalog:
                     held = index.versions()
                     stale = {i: s for i, s in sources.items() if held.get(i) != s[:2]}
                     self._read(stale, index, all_sources=sources, asked=tuple(prefixes))
-                found: dict[str, str] = {}
+                found: dict[str, set[str]] = {}
                 for prefix in prefixes:
                     rows = index.checkpoints(prefix)
                     if rows is None:
                         break  # the index broke meanwhile: read everything below
-                    found.update((c, e) for c, e in rows.items() if e in sources)
+                    for c, e in rows:
+                        if e in sources:
+                            found.setdefault(c, set()).add(e)
                 else:
                     return found
             experiments = self._read(sources, _Index(None), asked=tuple(prefixes))
-            return {
-                c.id: e.id
-                for e in experiments
-                for c in e.checkpoints
-                if any(c.id.startswith(p) for p in prefixes)
-            }
+            found = {}
+            for e in experiments:
+                for c in e.checkpoints:
+                    if any(c.id.startswith(p) for p in prefixes):
+                        found.setdefault(c.id, set()).add(e.id)
+            return found
         finally:
             index.close()
 
@@ -428,7 +446,8 @@ class _Index:
                 " version TEXT, summary BLOB)"
             )
             db.execute(
-                "CREATE TABLE IF NOT EXISTS checkpoints (id TEXT PRIMARY KEY, experiment TEXT)"
+                "CREATE TABLE IF NOT EXISTS checkpoints (id TEXT, experiment TEXT,"
+                " PRIMARY KEY (id, experiment))"
             )
             db.execute("CREATE INDEX IF NOT EXISTS by_experiment ON checkpoints (experiment)")
             db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
@@ -448,8 +467,9 @@ class _Index:
             self.db = None
             return {}
 
-    def checkpoints(self, prefix: str) -> dict[str, str] | None:
-        """{checkpoint id: experiment id} for ids starting with prefix (None: index broken)."""
+    def checkpoints(self, prefix: str) -> list[tuple[str, str]] | None:
+        """(checkpoint id, experiment id) pairs for ids starting with prefix (None: index
+        broken). A checkpoint ID may be listed by several experiments' records."""
         if self.db is None:
             return None
         try:
@@ -457,7 +477,7 @@ class _Index:
                 "SELECT id, experiment FROM checkpoints WHERE id >= ? AND id < ?",
                 (prefix, prefix + "g"),  # ids are lowercase hex: "g" sorts after every digit
             )
-            return dict(rows.fetchall())
+            return rows.fetchall()
         except sqlite3.Error:
             self.db = None
             return None

@@ -26,9 +26,23 @@ class Removal:
     experiment: ExperimentRecord
     whole: bool = False
     checkpoints: list[CheckpointRecord] = field(default_factory=list)  # when not whole
+    # {checkpoint id: other experiments listing it}: its tarball stays (see Catalog.claimants)
+    shared: dict[str, set[str]] = field(default_factory=dict)
+
+    def tarballs(self) -> list[tuple[str, str]]:
+        """The checkpoint tarballs to delete: those of its checkpoints no other record claims."""
+        going = self.experiment.checkpoints if self.whole else self.checkpoints
+        return [(CHECKPOINTS, c.id) for c in going if c.path and c.id not in self.shared]
 
     def describe(self) -> list[str]:
         """What will go, one line each, for the user to confirm."""
+        return self._going() + [
+            f"checkpoint {c[:7]}'s tarball stays: experiment(s) "
+            f"{', '.join(i[:7] for i in sorted(others))} list it too"
+            for c, others in sorted(self.shared.items())
+        ]
+
+    def _going(self) -> list[str]:
         e = self.experiment
         if self.whole:
             files = sum(1 for c in e.checkpoints if c.path)
@@ -78,17 +92,28 @@ def plan_removal(project: Workspace, ids: list[str]) -> list[Removal]:
                 "bring back what is removed",
                 hint="stop the run first (or wait 30 s if it was killed)",
             )
-    return list(by_experiment.values())
+    removals = list(by_experiment.values())
+    going = [
+        c.id for r in removals for c in (r.experiment.checkpoints if r.whole else r.checkpoints)
+    ]
+    for checkpoint_id, claimants in project.catalog.claimants(going).items():
+        for removal in removals:
+            others = claimants - {removal.experiment.id}
+            if others and any(c.id == checkpoint_id for c in removal.experiment.checkpoints):
+                removal.shared[checkpoint_id] = others
+    return removals
 
 
 def apply_removal(project: Workspace, removal: Removal) -> None:
     if removal.whole:
-        _remove_experiment(project, removal.experiment)
+        _remove_experiment(project, removal.experiment, removal.tarballs())
     else:
-        _remove_checkpoints(project, removal.experiment, removal.checkpoints)
+        _remove_checkpoints(project, removal.experiment, removal.checkpoints, removal.tarballs())
 
 
-def _remove_experiment(project: Workspace, experiment: ExperimentRecord) -> None:
+def _remove_experiment(
+    project: Workspace, experiment: ExperimentRecord, files: list[tuple[str, str]]
+) -> None:
     _local(project, lambda: project.tombstones.add(experiment.id))
     _forget_staged(project, experiment.id)
     git, info = project.git, experiment.git
@@ -96,12 +121,14 @@ def _remove_experiment(project: Workspace, experiment: ExperimentRecord) -> None
         _delete_refs(git, experiment)
         if info is not None and info.commit:
             git.remove_note_line(info.commit, experiment.id)
-    files = [(CHECKPOINTS, c.id) for c in experiment.checkpoints if c.path]
     _storage(project, lambda: project.repository.delete_experiment(experiment.id, files))
 
 
 def _remove_checkpoints(
-    project: Workspace, experiment: ExperimentRecord, checkpoints: list[CheckpointRecord]
+    project: Workspace,
+    experiment: ExperimentRecord,
+    checkpoints: list[CheckpointRecord],
+    files: list[tuple[str, str]],
 ) -> None:
     """Publish the experiment's metadata without them (storage and git), then delete their
     tarballs."""
@@ -119,7 +146,6 @@ def _remove_checkpoints(
         training=False,
     )
     _storage(project, lambda: publication.publish(experiment, experiment.encode(), note=True))
-    files = [(CHECKPOINTS, c.id) for c in checkpoints if c.path]
     _storage(project, lambda: repository.delete_tarballs(files))
 
 

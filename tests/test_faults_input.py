@@ -426,3 +426,31 @@ def test_a_dangling_git_metadata_ref_without_a_storage_copy_gives_a_hint(two_run
     listed = raw_cli("ls", cwd=project)
     assert listed.returncode == 0, listed.stderr
     assert good[:7].encode() in listed.stdout
+
+
+def test_rm_of_a_record_claiming_anothers_checkpoint_leaves_that_checkpoints_files(
+    attacker_and_victim, tmp_path
+):
+    """A record with well-formed IDs can still claim a checkpoint of another experiment (IDs are
+    public once pushed). Removing the claimant must not delete the other's tarball."""
+    attacker, victim = attacker_and_victim
+    good = train(victim)
+    push_refs(victim)
+    git("fetch", "-q", "origin", "refs/keepsake/*:refs/keepsake/*", cwd=attacker)
+    shown = json.loads(keepsake("show", good, "--json", cwd=attacker).stdout)
+    stolen = shown["checkpoints"][0]["id"]
+    bad = train(attacker)
+    rewrite_git_metadata(attacker, bad, lambda d: _set_checkpoint(d, id=stolen))
+    push_refs(attacker)
+    assert raw_cli("pull", cwd=victim).returncode == 0
+    tarball = tmp_path / "victim-storage" / "checkpoints" / f"{stolen}.tar.gz"
+    assert tarball.exists()
+    assert_clean_failure(raw_cli("show", stolen[:12], cwd=victim), "claimed by", bad[:7], good[:7])
+
+    result = raw_cli("rm", "-f", bad[:7], cwd=victim)
+    assert result.returncode == 0, result.stderr
+    assert tarball.exists(), "rm of the claimant deleted another experiment's checkpoint"
+    assert stolen[:7].encode() in result.stderr  # says why it kept it
+    out = tmp_path / "restored"
+    keepsake("checkout", stolen[:12], "-o", str(out), "-f", cwd=victim)
+    assert (out / "model.pth").read_bytes() == b"weights"
