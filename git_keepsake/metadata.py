@@ -334,7 +334,7 @@ def _check_experiment(data: Any, experiment_id: str) -> None:
     if not all(type(v) is str for v in packages.values()):
         raise _Refused("python_packages has versions that are not strings")
     for key, value in data.items():
-        if key != "checkpoints" and _too_deep(value):
+        if key != "checkpoints" and too_deep(value):
             raise _Refused(f"{key} nests deeper than {MAX_DEPTH} levels")
     git = data.get("git")
     if git is not None:
@@ -352,7 +352,7 @@ _SCALARS = frozenset({str, int, float, bool, type(None)})
 _CONTAINERS = (dict, list)
 
 
-def _too_deep(value: Any) -> bool:
+def too_deep(value: Any) -> bool:
     """Whether `value` nests more than MAX_DEPTH containers (walked without recursion)."""
     stack = [(value, 0)]
     while stack:
@@ -380,7 +380,7 @@ def _checkpoint_is_sound(c: Any) -> bool:
             and (primary is None or (type(primary) is dict and _primary_is_sound(primary)))
             and type(c["created"]) is str
             and parse_time(c["created"]) is not None
-            and (_plain(c, primary) or not _too_deep(c))
+            and (_plain(c, primary) or not too_deep(c))
         )
     except (KeyError, AttributeError, ValueError, OverflowError):
         return False
@@ -412,7 +412,7 @@ def _check_checkpoint(checkpoint: Any, where: str) -> None:
     step = checkpoint.get("step")
     if step is not None and type(step) is not int:
         raise _Refused(f"{where}step is {_shown(step)}, not a whole number")
-    if _too_deep(checkpoint):
+    if too_deep(checkpoint):
         raise _Refused(f"{where}nests deeper than {MAX_DEPTH} levels")
     primary = checkpoint["primary_metric"]
     raise _Refused(f"{where}primary_metric is {_shown(primary)}, not a name and goal")

@@ -188,6 +188,8 @@ def _check_map(value: Any, name: str) -> dict[str, Any] | None:
         )
     try:
         converted = metadata.to_json_value(value, name)
+        if metadata.too_deep(converted):  # readers refuse what nests deeper
+            raise RecursionError
         # What is stored is UTF-8 JSON: a lone surrogate ("\ud800") can't be written.
         json.dumps(converted, ensure_ascii=False).encode()
     except RecursionError:

@@ -348,10 +348,20 @@ def self_referential_list() -> dict:
         ({"\udcff": 1}, "not valid text"),
         ({"a": ["ok", {"b": "x\udfff"}]}, "not valid text"),
         (nested(100_000), "nested too deeply, or contains itself"),
+        # Deeper than readers accept (metadata.MAX_DEPTH), though Python could write it.
+        (nested(300), "nested too deeply, or contains itself"),
         (self_referential(), "nested too deeply, or contains itself"),
         (self_referential_list(), "nested too deeply, or contains itself"),
     ],
-    ids=["surrogate-value", "surrogate-key", "surrogate-inside", "deep", "self", "self-list"],
+    ids=[
+        "surrogate-value",
+        "surrogate-key",
+        "surrogate-inside",
+        "deep",
+        "deeper-than-readers-take",
+        "self",
+        "self-list",
+    ],
 )
 def test_init_with_unwritable_params_raises_before_anything_is_written(
     git_project, monkeypatch, params, message
