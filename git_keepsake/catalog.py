@@ -27,6 +27,7 @@ from . import metadata
 from .errors import Ambiguous, CorruptRepository, InvalidArgument, KeepsakeError, NotFound
 from .records import CheckpointRecord, ExperimentRecord
 from .runtime import warn
+from .store.journal import STAGING
 from .store.layout import Repository
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 Build = Callable[..., ExperimentRecord]
 
 INDEX_FILE = "index.sqlite"
+NOT_UPLOADED = "journal"  # the source of experiments known only from the staging journal
 # Bump the first number whenever summarize() or best() change what a summary holds.
 SCHEMA = 5 * 10000 + sys.version_info[0] * 100 + sys.version_info[1]
 
@@ -57,6 +59,7 @@ class Catalog:
         self.git_dir = git_dir
         self._open_git = open_git
         self.index_path = state_dir / INDEX_FILE
+        self.staging_root = state_dir / STAGING
         self._build = build
 
     # --- where each experiment's metadata is ---
@@ -84,7 +87,22 @@ class Catalog:
         for experiment_id in only_in_storage:
             version = versions.get(experiment_id) if versions else None
             out[experiment_id] = ("storage", version, _BlobReader(repository, experiment_id))
+        for experiment_id, data in self._not_uploaded().items():
+            if experiment_id not in out:  # never cached (no version): the journal grows
+                out[experiment_id] = (NOT_UPLOADED, None, lambda data=data: data)
         return out
+
+    def _not_uploaded(self) -> dict[str, bytes]:
+        """{experiment id: metadata} of the runs of this project that are in its staging
+        journal alone: their writes failed (no credentials, storage unreachable) or are
+        still under way. Their refs may exist; `git keepsake sync` uploads them."""
+        from .store.journal import journaled_experiments
+
+        return {
+            i: data
+            for i, data in journaled_experiments(self.staging_root).items()
+            if metadata.is_id(i)
+        }
 
     def metadata_refs(self) -> dict[str, str]:
         """{experiment id: metadata commit} of every experiment in git."""
@@ -127,6 +145,7 @@ class Catalog:
         alive = self.repository.alive_ids()
         for experiment in out:
             experiment._alive = experiment.id in alive
+            experiment.uploaded = sources[experiment.id][0] != NOT_UPLOADED
         return out
 
     def _read(self, sources, index: _Index, all_sources=None) -> list[ExperimentRecord]:
