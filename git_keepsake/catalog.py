@@ -16,6 +16,7 @@ is only a cache: deleting it costs one slow listing; a broken or locked one is b
 from __future__ import annotations
 
 import gc
+import json
 import marshal
 import sqlite3
 import sys
@@ -89,20 +90,24 @@ class Catalog:
             out[experiment_id] = ("storage", version, _BlobReader(repository, experiment_id))
         for experiment_id, data in self._not_uploaded().items():
             if experiment_id not in out:  # never cached (no version): the journal grows
-                out[experiment_id] = (NOT_UPLOADED, None, lambda data=data: data)
+                text = json.dumps(data).encode()
+                out[experiment_id] = (NOT_UPLOADED, None, lambda text=text: text)
         return out
 
-    def _not_uploaded(self) -> dict[str, bytes]:
+    def _not_uploaded(self) -> dict[str, dict]:
         """{experiment id: metadata} of the runs of this project that are in its staging
         journal alone: their writes failed (no credentials, storage unreachable) or are
         still under way. Their refs may exist; `git keepsake sync` uploads them."""
         from .store.journal import journaled_experiments
 
-        return {
-            i: data
-            for i, data in journaled_experiments(self.staging_root).items()
-            if metadata.is_id(i)
-        }
+        out = {}
+        for experiment_id, data in journaled_experiments(self.staging_root).items():
+            config = data.get("config")
+            # The staging root is the git repository's: it holds the runs of every project
+            # in it, each recorded into the repository its metadata names.
+            if isinstance(config, dict) and config.get("repository") == self.repository.url:
+                out[experiment_id] = data
+        return out
 
     def metadata_refs(self) -> dict[str, str]:
         """{experiment id: metadata commit} of every experiment in git."""

@@ -216,7 +216,10 @@ def test_a_kill_while_the_code_is_staged_leaves_no_metadata_naming_a_missing_tar
     deadline = time.monotonic() + 60
     copying = []
     while not copying and time.monotonic() < deadline and run.poll() is None:
-        copying = list(staging(git_project).glob("*/*/files/data.bin"))
+        try:
+            copying = list(staging(git_project).glob("*/*/files/data.bin"))
+        except FileNotFoundError:
+            pass  # the session folder was renamed in while we looked
     run.send_signal(signal.SIGKILL)
     run.wait()
     assert copying, "init() never started copying"
@@ -384,6 +387,9 @@ def test_runs_whose_uploads_failed_are_listed_as_not_uploaded(git_project, s3_en
     as_json = json.loads(keepsake_cli("ls", "--json", cwd=git_project).stdout)
     (found,) = [e for e in as_json if e["id"] == experiment_id]
     assert found["status"] == "not uploaded" and found["params"] == {"lr": 0.3}
+    (git_project / "other").mkdir()
+    elsewhere = keepsake_cli("ls", "-R", f"file://{git_project / 'other'}", cwd=git_project)
+    assert experiment_id[:7] not in elsewhere.stdout  # not recorded into that one
 
     assert experiment_id[:7] in keepsake_cli("sync", cwd=git_project).stdout
     listed = keepsake_cli("ls", cwd=git_project)

@@ -146,8 +146,8 @@ def read_journal(
     return out, unreadable
 
 
-def journaled_experiments(staging_root: Path) -> dict[str, bytes]:
-    """{experiment id: its metadata JSON, checkpoints included} of every experiment journaled
+def journaled_experiments(staging_root: Path) -> dict[str, dict]:
+    """{experiment id: its metadata, checkpoints included} of every experiment journaled
     under the staging root, by runs alive or not; read only (nothing is locked or repaired)."""
     out = {}
     for session in sorted(staging_root.iterdir()) if staging_root.is_dir() else ():
@@ -158,7 +158,7 @@ def journaled_experiments(staging_root: Path) -> dict[str, bytes]:
         except OSError:
             continue  # discarded meanwhile
         for experiment_id, (head, checkpoints) in entries.items():
-            out[experiment_id] = json.dumps({**head, "checkpoints": checkpoints or None}).encode()
+            out[experiment_id] = {**head, "checkpoints": checkpoints or None}
     return out
 
 
