@@ -20,7 +20,7 @@ import json
 import marshal
 import sqlite3
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -88,20 +88,21 @@ class Catalog:
         for experiment_id in only_in_storage:
             version = versions.get(experiment_id) if versions else None
             out[experiment_id] = ("storage", version, _BlobReader(repository, experiment_id))
-        for experiment_id, data in self._not_uploaded().items():
-            if experiment_id not in out:  # never cached (no version): the journal grows
-                text = json.dumps(data).encode()
-                out[experiment_id] = (NOT_UPLOADED, None, lambda text=text: text)
+        for experiment_id, data in self._not_uploaded(skip=out).items():
+            # Never cached (no version): the journal grows as the run goes on.
+            text = json.dumps(data).encode()
+            out[experiment_id] = (NOT_UPLOADED, None, lambda text=text: text)
         return out
 
-    def _not_uploaded(self) -> dict[str, dict]:
+    def _not_uploaded(self, skip: Container[str]) -> dict[str, dict]:
         """{experiment id: metadata} of the runs of this project that are in its staging
-        journal alone: their writes failed (no credentials, storage unreachable) or are
-        still under way. Their refs may exist; `git keepsake sync` uploads them."""
+        journal alone (not in `skip`): their writes failed (no credentials, storage
+        unreachable) or are still under way. Their refs may exist; `git keepsake sync`
+        uploads them."""
         from .store.journal import journaled_experiments
 
         out = {}
-        for experiment_id, data in journaled_experiments(self.staging_root).items():
+        for experiment_id, data in journaled_experiments(self.staging_root, skip).items():
             config = data.get("config")
             # The staging root is the git repository's: it holds the runs of every project
             # in it, each recorded into the repository its metadata names.

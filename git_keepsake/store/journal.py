@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 import threading
+from collections.abc import Container
 from pathlib import Path, PurePosixPath
 
 from ..metadata import is_id
@@ -111,17 +112,17 @@ def set_aside(session: Path, entry: Path) -> Path:
 
 
 def read_journal(
-    session: Path, repair: bool = True
+    session: Path, repair: bool = True, skip: Container[str] = ()
 ) -> tuple[dict[str, tuple[dict, list[dict]]], list[str]]:
     """({experiment id: (its metadata as of init(), its checkpoints)} as a session journaled
-    them, [what was set aside]). A checkpoint line a kill cut short is skipped (that call
-    never returned); an experiment entry that is not its metadata is set aside (with
-    `repair`: its lock holder only), else skipped."""
+    them, but those in `skip`; [what was set aside]). A checkpoint line a kill cut short is
+    skipped (that call never returned); an experiment entry that is not its metadata is set
+    aside (with `repair`: its lock holder only), else skipped."""
     out = {}
     unreadable = []
     journal = session / JOURNAL
     for folder in sorted(journal.iterdir()) if journal.is_dir() else ():
-        if folder.name.startswith("."):
+        if folder.name.startswith(".") or folder.name in skip:
             continue
         try:
             head = json.loads((folder / EXPERIMENT_ENTRY).read_bytes())
@@ -146,15 +147,16 @@ def read_journal(
     return out, unreadable
 
 
-def journaled_experiments(staging_root: Path) -> dict[str, dict]:
+def journaled_experiments(staging_root: Path, skip: Container[str] = ()) -> dict[str, dict]:
     """{experiment id: its metadata, checkpoints included} of every experiment journaled
-    under the staging root, by runs alive or not; read only (nothing is locked or repaired)."""
+    under the staging root (but those in `skip`), by runs alive or not; read only (nothing
+    is locked or repaired)."""
     out = {}
     for session in sorted(staging_root.iterdir()) if staging_root.is_dir() else ():
         if session.name.startswith("."):
             continue
         try:
-            entries, _ = read_journal(session, repair=False)
+            entries, _ = read_journal(session, repair=False, skip=skip)
         except OSError:
             continue  # discarded meanwhile
         for experiment_id, (head, checkpoints) in entries.items():
