@@ -13,7 +13,7 @@ from __future__ import annotations
 import tempfile
 from typing import TYPE_CHECKING
 
-from .errors import KeepsakeError
+from .errors import CorruptRepository, KeepsakeError
 from .records import ExperimentRecord, GitInfo
 from .sharing import notes_from_refs
 from .store.layout import EXPERIMENTS
@@ -25,21 +25,26 @@ if TYPE_CHECKING:
     from .git.repo import GitRepo
 
 
-def adopt(project: Workspace) -> list[str]:
-    """IDs of the experiments brought into git; none outside git."""
+def adopt(project: Workspace) -> tuple[list[str], list[str]]:
+    """(IDs of the experiments brought into git, why each unreadable one was skipped); none
+    outside git. One corrupt metadata file in storage does not stop the others."""
     git = project.git
     if git is None:
-        return []
+        return [], []
     repository = project.repository
     in_git = git.metadata_refs()
     missing = [i for i in repository.experiment_ids() if i not in in_git]
-    adopted = []
+    adopted, unreadable = [], []
     for experiment_id in sorted(missing):
-        _adopt_one(project, git, experiment_id)
+        try:
+            _adopt_one(project, git, experiment_id)
+        except (CorruptRepository, ValueError, TypeError, KeyError) as e:
+            unreadable.append(f"experiment {experiment_id[:7]}: {e}")
+            continue
         adopted.append(experiment_id)
     if adopted:
         notes_from_refs(project, git)
-    return adopted
+    return adopted, unreadable
 
 
 def _adopt_one(project: Workspace, git: GitRepo, experiment_id: str) -> None:

@@ -17,10 +17,11 @@ is only a cache: deleting it costs one slow listing; a broken or locked one is b
 from __future__ import annotations
 
 import gc
+import json
 import marshal
 import sqlite3
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,7 @@ from . import metadata
 from .errors import Ambiguous, CorruptRepository, GitError, InvalidArgument, KeepsakeError, NotFound
 from .records import CheckpointRecord, ExperimentRecord
 from .runtime import warn
+from .store.journal import STAGING
 from .store.layout import Repository
 
 if TYPE_CHECKING:
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
 Build = Callable[..., ExperimentRecord]
 
 INDEX_FILE = "index.sqlite"
+NOT_UPLOADED = "journal"  # the source of experiments known only from the staging journal
 # Bump the first number whenever summarize() or best() change what a summary holds.
 SCHEMA = 7 * 10000 + sys.version_info[0] * 100 + sys.version_info[1]
 
@@ -58,6 +61,7 @@ class Catalog:
         self.git_dir = git_dir
         self._open_git = open_git
         self.index_path = state_dir / INDEX_FILE
+        self.staging_root = state_dir / STAGING
         self._build = build
         self._warned: set[str] = set()  # one line per problem, however often it is met
 
@@ -91,6 +95,26 @@ class Catalog:
         for experiment_id in only_in_storage:
             version = versions.get(experiment_id) if versions else None
             out[experiment_id] = ("storage", version, _BlobReader(repository, experiment_id))
+        for experiment_id, data in self._not_uploaded(skip=out).items():
+            # Never cached (no version): the journal grows as the run goes on.
+            text = json.dumps(data).encode()
+            out[experiment_id] = (NOT_UPLOADED, None, lambda text=text: text)
+        return out
+
+    def _not_uploaded(self, skip: Container[str]) -> dict[str, dict]:
+        """{experiment id: metadata} of the runs of this project that are in its staging
+        journal alone (not in `skip`): their writes failed (no credentials, storage
+        unreachable) or are still under way. Their refs may exist; `git keepsake sync`
+        uploads them."""
+        from .store.journal import journaled_experiments
+
+        out = {}
+        for experiment_id, data in journaled_experiments(self.staging_root, skip).items():
+            config = data.get("config")
+            # The staging root is the git repository's: it holds the runs of every project
+            # in it, each recorded into the repository its metadata names.
+            if isinstance(config, dict) and config.get("repository") == self.repository.url:
+                out[experiment_id] = data
         return out
 
     def metadata_refs(self) -> dict[str, str]:
@@ -134,6 +158,7 @@ class Catalog:
         alive = self.repository.alive_ids()
         for experiment in out:
             experiment._alive = experiment.id in alive
+            experiment.uploaded = sources[experiment.id][0] != NOT_UPLOADED
         return out
 
     def _read(

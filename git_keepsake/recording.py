@@ -67,8 +67,10 @@ def start_experiment(
     _journal(lambda: writer.session.journal_experiment(experiment.id, head), experiment)
     if files is not None:
         staged = _stage(workspace, experiment.id, files, EXPERIMENTS, experiment.id)
-        if staged is not None:
-            writer.submit(TarballJob(EXPERIMENTS, experiment.id, staged, files))
+        if staged is None:
+            experiment.path = None  # no code tarball: the metadata must not name one
+        else:
+            writer.submit(TarballJob(EXPERIMENTS, experiment.id, *staged))
     writer.submit(MetadataJob(recording))
     writer.submit(RecoveryJob(lambda: _recover(workspace)))
     if not disable_heartbeat:
@@ -121,6 +123,8 @@ def record_checkpoint(
         staged = _stage(workspace, checkpoint.id, files, CHECKPOINTS, experiment.id)
         if staged is None:  # warned; the metrics are still worth keeping, without the files
             files, checkpoint.path = None, None
+        else:
+            staged, files = staged
     text = metadata.encode_checkpoint(checkpoint.to_json())
     recording.add(checkpoint, text, files_pending=files is not None)
     with experiment.lock:
@@ -358,14 +362,23 @@ def _journal(write: Callable[[], None], what: ExperimentRecord | CheckpointRecor
 
 
 def _stage(workspace: Workspace, object_id: str, files: list[str], kind: str, experiment_id: str):
-    """Copy files to staging; a failure warns (or raises when strict) and returns None."""
+    """Copy files to staging: (staged folder, files copied); files that vanished meanwhile are
+    said in one line. A failure warns (or raises when strict) and returns None."""
     try:
-        return workspace.writer.session.stage(
+        staged, copied = workspace.writer.session.stage(
             object_id,
             workspace.directory,
             files,
             {"kind": kind, "id": object_id, "experiment_id": experiment_id},
         )
+        if len(copied) < len(files):
+            gone = sorted(set(files) - set(copied))
+            shown = ", ".join(gone[:5]) + (", ..." if len(gone) > 5 else "")
+            say(
+                f"{len(gone)} file(s) vanished while being copied, left out of {kind[:-1]} "
+                f"{object_id[:7]}: {shown}"
+            )
+        return staged, copied
     except OSError as e:
         error = KeepsakeError(f"could not stage {kind[:-1]} {object_id[:7]} files: {e}")
         error.__cause__ = e

@@ -270,6 +270,9 @@ class ExperimentRecord(_Record):
         self._count: int | None = None  # number of checkpoints, from the index
         # Running or not, as a listing read it (all heartbeats at once); else asked each time.
         self._alive: bool | None = None
+        # False: in this project's staging journal alone, not in the repository (its writes
+        # failed or are under way; `git keepsake sync` uploads it).
+        self.uploaded = True
         self.lock = threading.Lock()  # the recording thread appends while the writer reads
         self._set_checkpoints(checkpoints)
 
@@ -373,6 +376,12 @@ class ExperimentRecord(_Record):
         if self._alive is not None:
             return self._alive
         return self._project is not None and self._project.is_running(self.id)
+
+    def status(self) -> str:
+        """ "running", "stopped", or "not uploaded" (see `uploaded`)."""
+        if not self.uploaded:
+            return "not uploaded"
+        return "running" if self.is_running() else "stopped"
 
     @property
     def duration(self) -> dt.timedelta | None:

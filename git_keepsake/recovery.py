@@ -6,7 +6,8 @@ it lives (writer.py). A session nobody holds is an orphan. Its staged tarballs a
 first, then each journaled experiment's metadata is written with every checkpoint whose
 `checkpoint()` call returned: to blob storage, then git, as the writer would have (invariant
 2). Staged files that are gone are reported: the checkpoint keeps its metrics, not a path to
-a tarball that was never written.
+a tarball that was never written. Journal entries that can't be read are set aside (reported
+in one line each), and the rest recovers.
 """
 
 from __future__ import annotations
@@ -15,10 +16,20 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import KeepsakeError
 from .records import ExperimentRecord, GitInfo
+from .runtime import warn
 from .storage import open_storage
-from .store.journal import discard_session, orphaned_sessions, read_journal, staged_jobs
-from .store.layout import Repository
+from .store.journal import (
+    JOURNAL,
+    STAGING,
+    discard_session,
+    orphaned_sessions,
+    read_journal,
+    set_aside,
+    staged_jobs,
+)
+from .store.layout import CHECKPOINTS, EXPERIMENTS, Repository
 from .store.publish import Publication
 from .store.writer import upload_staged
 from .workspace import Workspace
@@ -46,7 +57,7 @@ def recover(workspace: Workspace) -> list[Recovered]:
     """Finish every orphaned session of the project. A storage error stops at the session it
     happened in, which stays for the next try."""
     out: list[Recovered] = []
-    root = workspace.state_dir / "staging"
+    root = workspace.state_dir / STAGING
     for session, fd in orphaned_sessions(root, workspace.writer.session.folder):
         try:
             out += _recover_session(workspace, session)
@@ -57,22 +68,34 @@ def recover(workspace: Workspace) -> list[Recovered]:
 
 
 def _recover_session(workspace: Workspace, session: Path) -> list[Recovered]:
-    journaled = read_journal(session)
+    journaled, unreadable = read_journal(session)
+    jobs, more = staged_jobs(session)
+    for line in unreadable + more:
+        warn(f"recovery could not read {line}")
     repositories = _Repositories(workspace)
     uploaded: dict[str, str] = {}  # object id -> what, uploaded now
-    lost: dict[str, str] = {}
-    for staged, job in staged_jobs(session):
+    lost: dict[str, str] = {}  # the same, whose tarball is nowhere
+    for staged, job in jobs:
         what = f"{job['kind'][:-1]} {job['id'][:7]}"
         if not all((staged / "files" / rel).is_file() for rel in job["files"]):
-            lost[job["id"]] = what
-            continue
+            continue  # lost, unless its tarball was stored before they went (below)
         head, _ = journaled.get(job["experiment_id"], (None, []))
         upload_staged(repositories.of(head), job["kind"], job["id"], staged, job["files"])
         uploaded[job["id"]] = what
-    return [
-        _write_experiment(workspace, repositories.of(head), head, checkpoints, uploaded, lost)
-        for head, checkpoints in journaled.values()
-    ]
+    out = []
+    for experiment_id, (head, checkpoints) in journaled.items():
+        try:
+            ExperimentRecord.from_json(None, {**head, "checkpoints": None})  # it can be read
+        except (KeepsakeError, ValueError, KeyError, TypeError, AttributeError) as e:
+            where = set_aside(session, session / JOURNAL / experiment_id)
+            warn(
+                f"recovery could not read experiment {experiment_id[:7]} ({e}): "
+                f"set aside in {where}"
+            )
+            continue
+        repository = repositories.of(head)
+        out.append(_write_experiment(workspace, repository, head, checkpoints, uploaded, lost))
+    return out
 
 
 class _Repositories:
@@ -102,9 +125,15 @@ def _write_experiment(
     uploaded: dict[str, str],
     lost: dict[str, str],
 ) -> Recovered:
-    for checkpoint in checkpoints:
-        if checkpoint["id"] in lost:
-            checkpoint["path"] = ""  # its metrics stay; nothing points at a missing tarball
+    # Its metrics stay; nothing points at a tarball that is not there (staged files gone or
+    # set aside, a kill while they were staged), whether uploaded now or by the run itself.
+    named = [(EXPERIMENTS, data), *((CHECKPOINTS, c) for c in checkpoints)]
+    named = [(kind, e) for kind, e in named if e.get("path") and e["id"] not in uploaded]
+    stored = repository.stored_tarballs([(kind, e["id"]) for kind, e in named])
+    for kind, entry in named:
+        if (kind, entry["id"]) not in stored:
+            entry["path"] = ""
+            lost[entry["id"]] = f"{kind[:-1]} {entry['id'][:7]}"
     experiment = ExperimentRecord.from_json(None, {**data, "checkpoints": checkpoints or None})
     git = workspace.git
     info: GitInfo | None = experiment.git

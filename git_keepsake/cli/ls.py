@@ -97,6 +97,12 @@ def _run(app: App, as_json, quiet, all_params, filters, sort, limit) -> None:
         app.say("no experiments" + (" match the filters" if filters else " yet"))
     else:
         app.out(render_table(app, experiments, all_params))
+        waiting = sum(not e.uploaded for e in experiments)
+        if waiting:
+            app.say(
+                f"hint: {waiting} experiment(s) not uploaded to {app.project.repository.url} "
+                "yet (their writes failed, or are under way): git keepsake sync uploads them"
+            )
 
 
 def ls_json(experiment: Experiment) -> dict[str, Any]:
@@ -117,7 +123,7 @@ def ls_json(experiment: Experiment) -> dict[str, Any]:
             "user": experiment.user or "",
             "host": experiment.host or "",
             "running": running,
-            "status": "running" if running else "stopped",
+            "status": experiment.status(),
             "git": experiment.git.to_json() if experiment.git else None,
         }
     )
@@ -168,7 +174,7 @@ def render_table(app: App, experiments: list[Experiment], all_params: bool = Fal
         row = [
             e.short_id(),
             relative_time(e.created, reference),
-            "running" if e.is_running() else "stopped",
+            e.status(),
         ]
         if with_git:
             row.append(commit_cell(e.git))

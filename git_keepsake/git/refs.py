@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,9 @@ NOTES_REF = "refs/notes/keepsake"
 FETCHED = "refs/keepsake-fetched/"
 KINDS = ("experiments", "metadata")
 _HEX = frozenset("0123456789abcdef")
+# git holds a ref's lock file for milliseconds; one this old was left by a process killed
+# while it held it (a SIGKILLed `git keepsake rm`), and blocks that ref for good.
+STALE_LOCK_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -123,3 +127,48 @@ def read_refs(common_dir: Path, prefix: str) -> dict[str, str] | None:
         pass
     out.update(loose)  # a loose ref is newer than its packed copy
     return out
+
+
+def lock_files(common_dir: Path, ref_name: str) -> list[Path]:
+    """The lock files that exist and block updating or deleting `ref_name`: its own, and
+    packed-refs' (deleting a packed ref rewrites packed-refs)."""
+    candidates = [common_dir / f"{ref_name}.lock", common_dir / "packed-refs.lock"]
+    return [p for p in candidates if p.exists()]
+
+
+def remove_stale_locks(common_dir: Path, ref_name: str) -> bool:
+    """Remove the lock files blocking `ref_name` that a killed process left behind: older
+    than STALE_LOCK_SECONDS and held open by no process this user can see. True if any
+    was removed (the update is worth trying again)."""
+    removed = False
+    for lock in lock_files(common_dir, ref_name):
+        try:
+            age = time.time() - lock.stat().st_mtime
+            if age < STALE_LOCK_SECONDS or _held_open(lock):
+                continue
+            lock.unlink()
+            removed = True
+        except FileNotFoundError:
+            removed = True  # its owner finished meanwhile
+    return removed
+
+
+def _held_open(path: Path) -> bool:
+    """Whether some process has `path` open (Linux /proc; elsewhere, age alone decides)."""
+    target = str(path.resolve())
+    try:
+        pids = [p for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return False
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue  # gone, or another user's
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
+                    return True
+            except OSError:
+                continue
+    return False

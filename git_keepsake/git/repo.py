@@ -36,7 +36,14 @@ import pygit2
 
 from ..config import DEFAULT_MAX_FILE_SIZE
 from ..errors import GitError
-from .refs import METADATA_REFS, NAMESPACE, ExperimentRef, fetched_prefix
+from .refs import (
+    METADATA_REFS,
+    NAMESPACE,
+    ExperimentRef,
+    fetched_prefix,
+    lock_files,
+    remove_stale_locks,
+)
 
 METADATA_FILE = ".keepsake/experiment.json"
 
@@ -225,9 +232,14 @@ class GitRepo:
     ) -> str:
         """A snapshot commit for an experiment recorded without this repository (elsewhere, or
         by Keepsake), from its tarball's files: (project-relative path, bytes, executable).
-        Its tree holds those files alone; its parent is `parent` (None: a root commit)."""
+        Its tree holds those files alone; its parent is `parent` (None: a root commit). A
+        snapshot ref that exists already is the experiment's own (a `git keepsake rm` killed
+        between its two refs leaves it): it is kept, and its commit returned."""
         with self._lock:
             repo = self.repo
+            existing = repo.references.get(str(ExperimentRef.snapshot(experiment_id)))
+            if existing is not None:
+                return str(existing.target)
             tree_index = pygit2.Index()
             for rel, data, executable in files:
                 mode = _EXECUTABLE if executable else _FILE
@@ -381,9 +393,8 @@ class GitRepo:
             for name in map(
                 str, (ExperimentRef.metadata(experiment_id), ExperimentRef.snapshot(experiment_id))
             ):
-                ref = self.repo.references.get(name)
-                if ref is not None:
-                    ref.delete()
+                if self.repo.references.get(name) is not None:
+                    self._locking(name, lambda name=name: self.repo.references.delete(name))
                     deleted.append(name)
         return deleted
 
@@ -528,22 +539,39 @@ class GitRepo:
     def _swap_ref(self, ref: ExperimentRef, target: pygit2.Oid, expected: str | None) -> None:
         """Set `ref` to `target` if it still points at `expected` (None: absent)."""
         name = str(ref)
+
+        def swap() -> None:
+            with self.repo.transaction() as txn:
+                txn.lock_ref(name)
+                current = self.repo.references.get(name)
+                now = str(current.target) if current is not None else None
+                if now != expected:
+                    raise RefMoved(
+                        f"{name} moved (now {now and now[:7]}, expected "
+                        f"{expected and expected[:7]}): another process changed it"
+                    )
+                txn.set_target(name, target, message="git-keepsake")
+
+        self._locking(name, swap)
+
+    def _locking(self, name: str, action) -> None:
+        """Run `action`, which locks ref `name`. While another process holds the lock, try
+        again for a while; a lock a killed process left behind (a SIGKILLed `rm`) is removed.
+        A lock that stays raises GitError saying which file it is."""
         for attempt in range(50):
             try:
-                with self.repo.transaction() as txn:
-                    txn.lock_ref(name)
-                    current = self.repo.references.get(name)
-                    now = str(current.target) if current is not None else None
-                    if now != expected:
-                        raise RefMoved(
-                            f"{name} moved (now {now and now[:7]}, expected "
-                            f"{expected and expected[:7]}): another process changed it"
-                        )
-                    txn.set_target(name, target, message="git-keepsake")
-                return
-            except pygit2.GitError as e:
-                if "lock" not in str(e).lower() or attempt == 49:
-                    raise GitError(f"could not update {name}: {e}") from e
+                return action()
+            except (pygit2.GitError, OSError) as e:
+                if "lock" not in str(e).lower():
+                    raise
+                if remove_stale_locks(self.common_dir, name):
+                    continue
+                if attempt == 49:
+                    locks = " or ".join(map(str, lock_files(self.common_dir, name)))
+                    raise GitError(
+                        f"could not update {name}: {e}",
+                        hint=f"if no git process is running, remove {locks or 'its .lock file'}",
+                    ) from e
                 time.sleep(0.01 * (1 + attempt % 10))
 
 

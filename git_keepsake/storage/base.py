@@ -81,6 +81,11 @@ class Storage(abc.ABC):
 
         return {k: v for k, v in self._map(get, keys) if v is not None}
 
+    def existing(self, keys: Iterable[str]) -> set[str]:
+        """Those of `keys` that exist."""
+        keys = list(keys)
+        return {k for k, there in zip(keys, self._map(self.exists, keys), strict=True) if there}
+
     def delete_many(self, keys: Iterable[str]) -> None:
         for _ in self._map(self.delete, keys):
             pass

@@ -197,6 +197,11 @@ class Repository:
         """How a tarball is named in messages: its key."""
         return tarball_key(kind, object_id)
 
+    def stored_tarballs(self, tarballs: list[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Those of `tarballs` ((kind, id) pairs) the repository has."""
+        keys = {tarball_key(kind, i): (kind, i) for kind, i in tarballs}
+        return {keys[k] for k in self.storage.existing(keys)}
+
     def is_remote(self, kind: str, object_id: str) -> bool:
         """Whether reading the tarball means a download (it is not on local disk)."""
         return self.storage.local_path(tarball_key(kind, object_id)) is None
