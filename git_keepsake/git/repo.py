@@ -276,7 +276,7 @@ class GitRepo:
                     return pygit2.IndexEntry(path, self.repo.create_blob(target), _LINK)
                 mode = _EXECUTABLE if before.st_mode & 0o111 else _FILE
                 return pygit2.IndexEntry(path, self.repo.create_blob_fromdisk(full), mode)
-            except (OSError, pygit2.GitError):
+            except (OSError, pygit2.GitError, KeyError):  # pygit2 < 1.20: a bare KeyError
                 if _unchanged(full, before):
                     raise
                 time.sleep(0.01 * (attempt + 1))
