@@ -25,15 +25,20 @@ if TYPE_CHECKING:
     from .git.repo import GitRepo
 
 
-def adopt(project: Workspace) -> tuple[list[str], list[str]]:
-    """(IDs of the experiments brought into git, why each unreadable one was skipped); none
-    outside git. One corrupt metadata file in storage does not stop the others."""
+def adopt(project: Workspace) -> tuple[list[str], list[str], list[str]]:
+    """(IDs of the experiments brought into git, why each unreadable one was skipped, IDs
+    left out because they were being removed here); none outside git. One corrupt metadata
+    file in storage does not stop the others. A removed experiment (a tombstone) still in
+    storage is an `rm` killed before it deleted the storage copy: not brought back."""
     git = project.git
     if git is None:
-        return [], []
+        return [], [], []
     repository = project.repository
     in_git = git.metadata_refs()
+    removed = project.tombstones.ids()
     missing = [i for i in repository.experiment_ids() if i not in in_git]
+    removing = sorted(removed.intersection(missing))
+    missing = [i for i in missing if i not in removed]
     adopted, unreadable = [], []
     for experiment_id in sorted(missing):
         try:
@@ -44,7 +49,7 @@ def adopt(project: Workspace) -> tuple[list[str], list[str]]:
         adopted.append(experiment_id)
     if adopted:
         notes_from_refs(project, git)
-    return adopted, unreadable
+    return adopted, unreadable, removing
 
 
 def _adopt_one(project: Workspace, git: GitRepo, experiment_id: str) -> None:

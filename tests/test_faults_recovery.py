@@ -408,3 +408,20 @@ def test_sync_reports_a_corrupt_storage_json_and_goes_on(git_project):
     other = max(a, b)
     assert other[:7] in result.stdout
     assert git("for-each-ref", f"refs/keepsake/metadata/{other}", cwd=git_project)
+
+
+def test_sync_does_not_bring_back_what_a_killed_rm_was_removing(git_project):
+    """rm leaves its tombstone first, then deletes the refs, then storage: killed after the
+    metadata ref went, sync must finish nothing of the experiment (it was being removed) and
+    say how to finish the removal instead."""
+    experiment_id = recorded(git_project)
+    tombstone = git_project / ".git" / "keepsake" / "removed" / experiment_id
+    tombstone.parent.mkdir(parents=True, exist_ok=True)
+    tombstone.touch()
+    git("update-ref", "-d", f"refs/keepsake/metadata/{experiment_id}", cwd=git_project)
+    result = keepsake_cli("sync", cwd=git_project)
+    assert git("for-each-ref", "refs/keepsake/metadata", cwd=git_project) == ""
+    assert f"git keepsake rm {experiment_id[:7]}" in result.stderr, result.stderr
+    keepsake_cli("rm", "-f", experiment_id[:7], cwd=git_project)
+    assert git("for-each-ref", "refs/keepsake", cwd=git_project) == ""
+    assert not list((git_project / ".keepsake" / "metadata" / "experiments").glob("*.json"))

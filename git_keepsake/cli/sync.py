@@ -29,10 +29,15 @@ def sync(app: App):
     recovered = recover(project)
     for done in recovered:
         click.echo(f"recovered {done.describe()}")
-    adopted, unreadable = adopt(project)
+    adopted, unreadable, removing = adopt(project)
     if adopted:
         shown = ", ".join(i[:7] for i in adopted)
         click.echo(f"brought {len(adopted)} experiment(s) from storage into git: {shown}")
+    for experiment_id in removing:
+        app.say(
+            f"experiment {experiment_id[:7]} was being removed here, not brought back; "
+            f"to finish removing it: git keepsake rm {experiment_id[:7]}"
+        )
     for line in unreadable:
         app.say(f"skipped {line}")
     if unreadable:
@@ -40,7 +45,7 @@ def sync(app: App):
             f"{len(unreadable)} experiment(s) in {project.repository.url} could not be read",
             hint="fix or remove the metadata files named above, then run git keepsake sync again",
         )
-    if not recovered and not adopted:
+    if not recovered and not adopted and not removing:
         click.echo(
             "nothing to recover: no unfinished runs"
             + (", and git has every experiment in storage" if project.git else "")
