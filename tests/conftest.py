@@ -226,3 +226,21 @@ def repository_url(request, tmp_path):
         return f"file://{tmp_path / 'repository'}"
     request.getfixturevalue("s3_env" if request.param == "s3" else "gcs_env")
     return f"{request.param}://{new_bucket_name()}"
+
+
+@pytest.fixture
+def mounts():
+    """Mount with `mount ARGS...` (a tmpfs, a bind; needs root, as in CI; the test is skipped
+    where mount is not permitted); all unmounted afterwards, the last first."""
+    made = []
+
+    def mount(*args: str) -> Path:
+        done = subprocess.run(["mount", *args], capture_output=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount: {done.stderr.decode().strip()}")
+        made.append(args[-1])
+        return Path(args[-1])
+
+    yield mount
+    for target in reversed(made):
+        subprocess.run(["umount", "-l", target], capture_output=True)

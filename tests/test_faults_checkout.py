@@ -301,17 +301,10 @@ def test_a_corrupt_tarball_is_one_clear_error_everywhere(project, tmp_path, caps
 
 
 @pytest.fixture
-def small_disk(tmp_path):
-    """A 16 MB tmpfs (needs root; skipped otherwise)."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], capture_output=True
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {done.stderr.decode().strip()}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=True)
+def small_disk(tmp_path, mounts):
+    """A 16 MB tmpfs."""
+    (tmp_path / "small").mkdir()
+    return mounts("-t", "tmpfs", "-o", "size=16m", "tmpfs", str(tmp_path / "small"))
 
 
 class FreeSpaceWatch:
@@ -388,22 +381,6 @@ def test_a_sigkilled_checkout_leaves_nothing_git_sees_and_is_cleaned_next(git_pr
 
 
 # --- by resolved path, not by name; writes that cross a mount ---
-
-
-@pytest.fixture
-def mounts():
-    """Mount with `mount ARGS...` (needs root; skipped otherwise); all unmounted after."""
-    made = []
-
-    def mount(*args: str) -> None:
-        done = subprocess.run(["mount", *args], capture_output=True)
-        if done.returncode != 0:
-            pytest.skip(f"cannot mount: {done.stderr.decode().strip()}")
-        made.append(args[-1])
-
-    yield mount
-    for target in reversed(made):
-        subprocess.run(["umount", "-l", target], check=True)
 
 
 def test_git_folder_under_another_name_is_refused_by_inode(project, mounts, capsys):

@@ -83,17 +83,11 @@ def test_staging_removed_under_a_running_script_exits_without_a_traceback(git_pr
 
 
 @pytest.fixture
-def full_staging(git_project):
-    """A 1 MB tmpfs as the project's staging root (root only)."""
+def full_staging(git_project, mounts):
+    """A 1 MB tmpfs as the project's staging root."""
     root = staging(git_project)
     root.mkdir(parents=True)
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(root)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    yield root
-    subprocess.run(["umount", "-l", str(root)], check=True)
+    return mounts("-t", "tmpfs", "-o", "size=1m", "tmpfs", str(root))
 
 
 def test_a_full_staging_disk_keeps_the_metrics_and_removes_the_partial_copy(

@@ -398,22 +398,10 @@ def test_checkpoint_of_a_non_utf8_file_name_is_one_error_line(git_project, monke
 
 
 @pytest.fixture
-def small_tmpfs(tmp_path):
-    """A tmpfs of our own (we run as root in CI), unmounted afterwards; skipped if mount is
-    not permitted here."""
-    mount_point = tmp_path / "repository"
-    mount_point.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount_point)],
-        capture_output=True,
-        text=True,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)
+def small_tmpfs(tmp_path, mounts):
+    """A tmpfs of our own, to remount read-only."""
+    (tmp_path / "repository").mkdir()
+    return mounts("-t", "tmpfs", "-o", "size=8m", "tmpfs", str(tmp_path / "repository"))
 
 
 def test_a_read_only_repository_fails_fast_with_one_line_and_stays_staged(
