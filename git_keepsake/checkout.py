@@ -446,9 +446,14 @@ class _Planner:
             return None
         git = self.project.git
         if git is None:
+            where = (
+                f"{self.project.directory} is not in a git work tree"
+                if self.project.is_own_repository
+                else f"{self.project.repository.url} is read alone, without this project's git"
+            )
             plan.notes.append(
                 f"experiment {experiment.short_id()} was recorded in git (snapshot "
-                f"{snapshot[:7]}), but {self.project.directory} is not in a git work tree"
+                f"{snapshot[:7]}), but {where}"
             )
             return None
         files = git.snapshot_files(snapshot)

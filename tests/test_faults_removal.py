@@ -389,3 +389,21 @@ def test_sync_with_R_brings_nothing_into_this_projects_git(two_repositories):
     before = refs(project)
     keepsake_cli("sync", "-R", other, cwd=project)
     assert refs(project) == before
+
+
+def test_checkout_with_R_of_a_copy_says_why_the_git_snapshot_is_not_used(
+    two_repositories, tmp_path
+):
+    """A copy of the project's repository is another repository: its experiments' code comes
+    from their tarballs, and the note says why git is not used (not "no git work tree")."""
+    import shutil
+
+    project, local, *_ = two_repositories
+    copy = tmp_path / "copy"
+    shutil.copytree(project / ".keepsake", copy)
+    result = keepsake_cli(
+        "checkout", "-R", f"file://{copy}", local[:7], "-o", str(tmp_path / "c"), "-f", cwd=project
+    )
+    said = result.stdout + result.stderr
+    assert "is read alone, without this project's git" in said, said
+    assert "not in a git work tree" not in said
