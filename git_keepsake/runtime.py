@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
 from .errors import InvalidArgument, KeepsakeError
+from .text import printable
 
 PREFIX = "git-keepsake"
 
@@ -31,8 +32,9 @@ def strict() -> bool:
 
 
 def say(message: str) -> None:
-    """One line on stderr, for the user running the script."""
-    print(f"{PREFIX}: {message}", file=sys.stderr, flush=True)
+    """One line on stderr, for the user running the script. Messages quote file names, params
+    and storage contents: escaped, so none can steer the terminal or forge a line."""
+    print(f"{PREFIX}: {printable(message)}", file=sys.stderr, flush=True)
 
 
 def warn(message: str) -> None:

@@ -454,3 +454,15 @@ def test_rm_of_a_record_claiming_anothers_checkpoint_leaves_that_checkpoints_fil
     out = tmp_path / "restored"
     keepsake("checkout", stolen[:12], "-o", str(out), "-f", cwd=victim)
     assert (out / "model.pth").read_bytes() == b"weights"
+
+
+def test_library_warnings_escape_what_they_quote(project, capfd, monkeypatch):
+    """Warnings during training quote file names and values: a file named with an escape
+    sequence (a dataset unpacked from anywhere) must not steer the terminal."""
+    from git_keepsake import runtime
+
+    monkeypatch.delenv("GIT_KEEPSAKE_STRICT")
+    runtime.warn("could not read 'data/\x1b]0;pwned\x07\x1b[2J\rforged.csv'")
+    err = capfd.readouterr().err
+    assert "\x1b" not in err and "\r" not in err and err.count("\n") == 1
+    assert "\\x1b]0;pwned\\x07\\x1b[2J\\rforged.csv" in err

@@ -13,6 +13,7 @@ import git_keepsake as keepsake
 from git_keepsake import metadata
 from git_keepsake.cli import format as cli_format
 from git_keepsake.cli import main
+from git_keepsake.text import printable
 
 from .test_cli import NOW, Clock
 
@@ -283,7 +284,7 @@ def test_display_width(text, width):
     ],
 )
 def test_printable(text, shown):
-    assert cli_format.printable(text) == shown
+    assert printable(text) == shown
 
 
 def test_table_lines_up_wide_cells_and_keeps_ascii_output():

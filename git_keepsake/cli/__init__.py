@@ -15,8 +15,8 @@ import click
 
 from .. import __version__
 from ..errors import KeepsakeError
+from ..text import printable
 from .app import App, add_common_options
-from .format import printable
 
 ISSUES_URL = "https://github.com/git-keepsake/git-keepsake/issues"
 

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 import click
 
 from ..errors import InvalidArgument, NotFound
-from .format import display_width, printable
+from ..text import printable
+from .format import display_width
 
 if TYPE_CHECKING:
     from ..project import Project

@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from ..text import printable
 from .app import App
-from .format import absolute_time, display_width, printable, value_text
+from .format import absolute_time, display_width, value_text
 
 if TYPE_CHECKING:
     from ..compare import Comparison

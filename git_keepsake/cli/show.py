@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from ..text import printable
 from .app import App, fields
-from .format import absolute_time, metric_text, printable, value_text
+from .format import absolute_time, metric_text, value_text
 
 if TYPE_CHECKING:
     from ..checkpoint import Checkpoint

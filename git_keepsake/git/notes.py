@@ -10,12 +10,12 @@ from collections.abc import Callable
 import pygit2
 
 from ..errors import InvalidArgument, KeepsakeError, NotFound
+from ..text import UNPRINTABLE
 from .refs import NOTES_REF
 
 _PARAMS_MAX = 200
 _HEX = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")  # SHA-1, or SHA-256
 # Everything str.splitlines() breaks on, plus the other control characters.
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028-\u202e\u2066-\u2069\ud800-\udfff]")
 _FIRST_DELAY = 0.002
 _MAX_DELAY = 0.25
 
@@ -365,4 +365,4 @@ def _format_value(value: object, digits: int | None = None) -> str:
 
 
 def _one_line(text: str) -> str:
-    return _UNPRINTABLE.sub(" ", text)
+    return UNPRINTABLE.sub(" ", text)
