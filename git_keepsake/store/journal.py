@@ -284,8 +284,10 @@ class Session:
                 shutil.copyfile(source, target)
                 executable = os.access(source, os.X_OK)
             except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-                if source.is_file():
-                    raise  # it is there: the failure is staging's
+                if not target.parent.is_dir():
+                    raise  # the staging folder went: the failure is staging's
+                # The file vanished while it was copied, and may be back already (a temporary
+                # file another process churns): left out, as the git snapshot leaves it out.
                 continue
             with open(target, "rb+") as f:  # on disk before job.json says it is whole
                 os.fsync(f.fileno())
