@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
+from . import exceptions
 from .errors import KeepsakeError
 
 if TYPE_CHECKING:
@@ -87,6 +88,7 @@ __all__ = [
     "Project",
     "checkpoints",
     "default_project",
+    "exceptions",
     "experiments",
     "init",
     "__version__",
