@@ -68,3 +68,21 @@ def test_keepsake_raises_does_not_exist_for_the_same_ids(project, bad_id):
         cwd=project,
     )
     assert out.strip().endswith("DoesNotExist")
+
+
+def test_init_and_project_accept_debug(project):
+    assert keepsake.Project(debug=True).experiments.list() == []
+    experiment = keepsake.init(path=None, params={"a": 1}, debug=True)
+    experiment.stop()
+    assert [e.id for e in keepsake.experiments.list()] == [experiment.id]
+
+
+@requires_keepsake
+def test_keepsake_accepts_debug(project):
+    (project / "keepsake.yaml").write_text('repository: "file://.keepsake"\n')
+    keepsake_python(
+        "import keepsake\n"
+        "keepsake.Project(debug=True)\n"
+        "keepsake.init(path=None, params={'a': 1}, debug=True).stop()\n",
+        cwd=project,
+    )
