@@ -10,6 +10,7 @@ import pytest
 import git_keepsake as keepsake
 from git_keepsake import errors
 
+from .conftest import keepsake_cli
 from .reference import keepsake_python, requires_keepsake
 
 KEEPSAKE_EXCEPTIONS = [
@@ -86,3 +87,98 @@ def test_keepsake_accepts_debug(project):
         "keepsake.init(path=None, params={'a': 1}, debug=True).stop()\n",
         cwd=project,
     )
+
+
+def _two_experiments(project):
+    (project / "model.pth").write_bytes(b"weights")
+    ids = []
+    for lr in (0.1, 0.2):
+        experiment = keepsake.init(path=".", params={"lr": lr})
+        experiment.checkpoint(path="model.pth", metrics={"loss": lr})
+        experiment.stop()
+        ids.append(experiment.id)
+    return ids
+
+
+def test_experiment_delete_removes_it_as_rm_does(project):
+    first, second = _two_experiments(project)
+    keepsake.experiments.get(first).delete()
+    assert [e.id for e in keepsake.experiments.list()] == [second]
+    assert not list((project / ".keepsake" / "experiments").glob(f"{first}*"))
+    result = keepsake_cli("show", first, cwd=project, ok=False)
+    assert result.returncode == 1 and "no experiment" in result.stderr
+
+
+def test_experiment_list_delete_removes_all(project):
+    _two_experiments(project)
+    keepsake.experiments.list().delete()
+    assert keepsake.experiments.list() == []
+    assert keepsake_cli("ls", "--json", cwd=project).stdout.strip() == "[]"
+
+
+def test_delete_of_a_running_experiment_is_refused(project):
+    experiment = keepsake.init(path=None, params={"a": 1})
+    with pytest.raises(errors.InvalidArgument, match="running"):
+        experiment.delete()
+    experiment.stop()
+    assert [e.id for e in keepsake.experiments.list()] == [experiment.id]
+
+
+def test_refresh_sees_a_running_experiments_new_checkpoints(project):
+    script = (
+        "import sys, git_keepsake as keepsake\n"
+        "e = keepsake.init(path=None, params={'a': 1})\n"
+        "e.checkpoint(metrics={'loss': 1.0})\n"
+        "e.flush()\n"
+        "print(e.id, flush=True)\n"
+        "sys.stdin.readline()\n"
+        "e.checkpoint(metrics={'loss': 0.5})\n"
+        "e.flush()\n"
+        "print('done', flush=True)\n"
+        "sys.stdin.readline()\n"
+        "e.stop()\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script],
+        cwd=project,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        experiment_id = proc.stdout.readline().strip()
+        watched = keepsake.experiments.get(experiment_id)
+        assert [c.metrics["loss"] for c in watched.checkpoints] == [1.0]
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().strip() == "done"
+        watched.refresh()
+        assert [c.metrics["loss"] for c in watched.checkpoints] == [1.0, 0.5]
+        assert watched.latest().experiment is watched
+        assert watched.is_running()
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert proc.wait(timeout=60) == 0
+        watched.refresh()
+        assert not watched.is_running()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@requires_keepsake
+def test_keepsake_delete_and_refresh_behave_the_same(project):
+    (project / "keepsake.yaml").write_text('repository: "file://.keepsake"\n')
+    out = keepsake_python(
+        "import keepsake\n"
+        "a = keepsake.init(path=None, params={'lr': 0.1}); a.checkpoint(metrics={'loss': 1.0})\n"
+        "b = keepsake.init(path=None, params={'lr': 0.2}); b.checkpoint(metrics={'loss': 1.0})\n"
+        "a.stop(); b.stop()\n"
+        "keepsake.experiments.get(a.id).delete()\n"
+        "print([e.id for e in keepsake.experiments.list()] == [b.id])\n"
+        "c = keepsake.experiments.get(b.id); c.refresh(); print(len(c.checkpoints))\n"
+        "keepsake.experiments.list().delete()\n"
+        "print(len(keepsake.experiments.list()))\n",
+        cwd=project,
+    )
+    assert out.split()[-3:] == ["True", "1", "0"]
