@@ -11,6 +11,7 @@ import git_keepsake as keepsake
 from git_keepsake import errors
 
 from .conftest import keepsake_cli
+from .reference import keepsake_cli as reference_cli
 from .reference import keepsake_python, requires_keepsake
 
 KEEPSAKE_EXCEPTIONS = [
@@ -182,3 +183,29 @@ def test_keepsake_delete_and_refresh_behave_the_same(project):
         cwd=project,
     )
     assert out.split()[-3:] == ["True", "1", "0"]
+
+
+def test_keepsake_cli_names_are_aliases(project):
+    ids = _two_experiments(project)
+    assert keepsake_cli("list", "--json", cwd=project).stdout == (
+        keepsake_cli("ls", "--json", cwd=project).stdout
+    )
+    assert keepsake_cli("processes", cwd=project).stdout == keepsake_cli("ps", cwd=project).stdout
+    keepsake_cli("delete", "-f", ids[0], cwd=project)
+    assert [e.id for e in keepsake.experiments.list()] == [ids[1]]
+    main_help = keepsake_cli("-h", cwd=project).stdout
+    assert "list (ls), delete (rm), processes (ps)" in " ".join(main_help.split())
+    assert "list" not in main_help.partition("Commands:")[2].split()
+
+
+@requires_keepsake
+def test_keepsake_has_the_same_aliases(project):
+    (project / "keepsake.yaml").write_text('repository: "file://.keepsake"\n')
+    experiment_id = keepsake_python(
+        "import keepsake\ne = keepsake.init(path=None, params={'a': 1}); e.stop(); print(e.id)\n",
+        cwd=project,
+    ).split()[-1]
+    assert experiment_id in reference_cli("list", "-q", cwd=project)
+    reference_cli("processes", cwd=project)
+    reference_cli("delete", "-f", experiment_id, cwd=project)
+    assert experiment_id not in reference_cli("ls", "-q", cwd=project)
