@@ -201,12 +201,28 @@ class ExperimentCollection:
         return Experiment.start(self.project, path, params, quiet, disable_heartbeat)
 
     def list(self, filter: Callable[[Experiment], bool] | None = None) -> ExperimentList:
-        """All experiments, oldest first; `filter` keeps those it returns True for."""
+        """All experiments, oldest first; `filter` keeps those it returns True for.
+
+        An experiment the filter raises for is skipped with a warning, as in Keepsake, whose
+        documented `lambda e: e.best().step >= 50` raises for experiments with no best yet.
+        Strict mode does not raise: that is meant for failed writes, and this is expected use.
+        """
         experiments = self.project.catalog.list()
         if filter is not None:
-            experiments = [e for e in experiments if filter(e)]  # type: ignore[arg-type]
+            experiments = [e for e in experiments if _keeps(filter, e)]
         return ExperimentList(sorted(experiments, key=lambda e: e.created))
 
     def get(self, id_or_prefix: str) -> Experiment:
         """The experiment whose ID starts with `id_or_prefix` (any unambiguous prefix)."""
         return self.project.catalog.get(id_or_prefix)  # type: ignore[return-value]
+
+
+def _keeps(filter: Callable[[Experiment], bool], experiment) -> bool:
+    try:
+        return bool(filter(experiment))
+    except Exception as e:
+        runtime.warn(
+            f"failed to apply filter to experiment {experiment.short_id()} (skipped): "
+            f"{type(e).__name__}: {e}"
+        )
+        return False

@@ -198,6 +198,42 @@ def test_keepsake_cli_names_are_aliases(project):
     assert "list" not in main_help.partition("Commands:")[2].split()
 
 
+FILTER_SCRIPT = (
+    "import {module} as keepsake\n"
+    "a = keepsake.init(path=None, params={{'lr': 0.1}})\n"
+    "for step in range(60):\n"
+    "    a.checkpoint(step=step, metrics={{'loss': 1 / (step + 1)}},\n"
+    "                 primary_metric=('loss', 'minimize'), quiet=True)\n"
+    "b = keepsake.init(path=None, params={{'lr': 0.2}})\n"
+    "b.checkpoint(step=1, metrics={{'loss': 1.0}}, quiet=True)\n"
+    "a.stop(); b.stop()\n"
+    "found = keepsake.experiments.list(filter=lambda e: e.best().step >= 50)\n"
+    "print([e.id for e in found] == [a.id], b.short_id())\n"
+)
+
+
+def test_list_filter_that_raises_warns_and_skips(project):
+    code = FILTER_SCRIPT.format(module="git_keepsake")
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=project, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr  # strict mode (conftest) included
+    ok, b_short = result.stdout.split()
+    assert ok == "True"
+    warnings = [line for line in result.stderr.splitlines() if "warning:" in line]
+    assert warnings == [
+        f"git-keepsake: warning: failed to apply filter to experiment {b_short} (skipped): "
+        "AttributeError: 'NoneType' object has no attribute 'step'"
+    ]
+
+
+@requires_keepsake
+def test_keepsake_filter_that_raises_warns_and_skips(project):
+    (project / "keepsake.yaml").write_text('repository: "file://.keepsake"\n')
+    out = keepsake_python(FILTER_SCRIPT.format(module="keepsake"), cwd=project)
+    assert out.split()[-2] == "True"
+
+
 @requires_keepsake
 def test_keepsake_has_the_same_aliases(project):
     (project / "keepsake.yaml").write_text('repository: "file://.keepsake"\n')
