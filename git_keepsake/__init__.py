@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
+from . import exceptions
 from .errors import KeepsakeError
 
 if TYPE_CHECKING:
@@ -64,8 +65,12 @@ def init(
     path: str | os.PathLike | None = None,
     params: dict[str, Any] | None = None,
     disable_heartbeat: bool = False,
+    debug: bool = False,
 ) -> Experiment:
     """Start recording an experiment: `path` is snapshotted now, `params` saved with it.
+
+    `debug` is accepted for Keepsake's signature and ignored: it made Keepsake's daemon log
+    verbosely, and there is no daemon here.
 
     Example:
         experiment = keepsake.init(path=".", params={"learning_rate": 0.01})
@@ -74,7 +79,7 @@ def init(
     from .project import Project
 
     return Experiment.start(
-        Project(), path=path, params=params, disable_heartbeat=disable_heartbeat
+        Project(debug=debug), path=path, params=params, disable_heartbeat=disable_heartbeat
     )
 
 
@@ -87,6 +92,7 @@ __all__ = [
     "Project",
     "checkpoints",
     "default_project",
+    "exceptions",
     "experiments",
     "init",
     "__version__",

@@ -26,7 +26,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import metadata
-from .errors import Ambiguous, CorruptRepository, GitError, InvalidArgument, KeepsakeError, NotFound
+from .errors import (
+    Ambiguous,
+    CorruptRepository,
+    GitError,
+    InvalidArgument,
+    KeepsakeError,
+    NotAnID,
+    NotFound,
+)
 from .records import CheckpointRecord, ExperimentRecord
 from .runtime import warn
 from .store.journal import STAGING
@@ -362,12 +370,13 @@ class Catalog:
 
 
 def check_prefix(id_or_prefix: str, what: str = "experiment or checkpoint") -> str:
-    """An ID prefix, lowercased; InvalidArgument if it can't be one (IDs are hex)."""
+    """An ID prefix, lowercased; NotAnID (an InvalidArgument and a NotFound) if it can't be
+    one (IDs are hex)."""
     prefix = str(id_or_prefix).strip().lower()
     if not prefix:
         raise InvalidArgument("no ID given", hint="e.g. git keepsake show 3f8a508")
     if len(prefix) > 64 or any(ch not in "0123456789abcdef" for ch in prefix):
-        raise InvalidArgument(
+        raise NotAnID(
             f"{id_or_prefix!r} is not an {what} ID (IDs are hex, like 3f8a508)",
             hint="list them with: git keepsake ls",
         )

@@ -29,6 +29,11 @@ class NotFound(KeepsakeError):
     """No experiment, checkpoint or file matches."""
 
 
+class NotAnID(InvalidArgument, NotFound):
+    """A string that can't be an ID (IDs are hex): bad input, and also nothing matches it
+    (Keepsake raised DoesNotExist for it)."""
+
+
 class Ambiguous(KeepsakeError):
     """An ID prefix matches more than one thing."""
 
@@ -41,8 +46,19 @@ class IncompatibleRepository(KeepsakeError):
     """A repository written by a newer, incompatible format version."""
 
 
-class StorageError(KeepsakeError):
-    """Blob storage failed (I/O, permissions, network)."""
+class ReadError(KeepsakeError):
+    """Keepsake's name for a failed read; every StorageError is one (see StorageError)."""
+
+
+class WriteError(KeepsakeError):
+    """Keepsake's name for a failed write; every StorageError is one (see StorageError)."""
+
+
+class StorageError(ReadError, WriteError):
+    """Blob storage failed (I/O, permissions, network).
+
+    Both a ReadError and a WriteError: the kinds below say what failed, not in which
+    operation, so `except ReadError` (or WriteError) catches any storage failure."""
 
 
 class StorageUnavailable(StorageError):
@@ -55,6 +71,11 @@ class AccessDenied(StorageError):
 
 class BucketNotFound(StorageError):
     """The bucket named in the repository URL does not exist (and was not created)."""
+
+
+class ConfigNotFound(ConfigError):
+    """Keepsake's error for a project without keepsake.yaml; never raised here, where no
+    config means the default repository (file://.keepsake). Defined so `except` clauses work."""
 
 
 class GitError(KeepsakeError):

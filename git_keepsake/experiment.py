@@ -105,6 +105,24 @@ class Experiment(ExperimentRecord):
     def is_running(self) -> bool:
         return self in runtime.running or super().is_running()
 
+    def refresh(self) -> None:
+        """Re-read this experiment from the repository: a notebook watching a run sees its new
+        checkpoints. The process recording it has them all already, and keeps them."""
+        if self in runtime.running:
+            return
+        fresh = self._project.catalog.get(self.id)
+        checkpoints, packages = fresh.checkpoints, fresh.python_packages  # read in full
+        for name, value in vars(fresh).items():
+            if name not in ("_project", "lock", "_recording"):
+                setattr(self, name, value)
+        self.python_packages = packages
+        self._set_checkpoints(checkpoints)
+
+    def delete(self) -> None:
+        """Delete this experiment, its checkpoints and their files, as `git keepsake rm` does
+        (refused while it is running: its next write would bring it back)."""
+        ExperimentList([self]).delete()
+
     def is_pending(self, checkpoint: CheckpointRecord) -> bool:
         """Whether this process is still writing the checkpoint's files."""
         return self._recording is not None and self._recording.is_pending(checkpoint.id)
@@ -133,6 +151,15 @@ class ExperimentList(list):
         if isinstance(key, slice):
             return ExperimentList(super().__getitem__(key))
         return super().__getitem__(key)
+
+    def delete(self) -> None:
+        """Delete these experiments as `git keepsake rm` does: all are checked first (unknown
+        or running refuses), so a refusal deletes none."""
+        from .remove import apply_removal, plan_removal
+
+        planned = [(e._project, r) for e in self for r in plan_removal(e._project, [e.id])]
+        for project, removal in planned:
+            apply_removal(project, removal)
 
     def primary_metric(self) -> str:
         names = {c.primary_metric["name"] for e in self for c in e.checkpoints if c.primary_metric}
@@ -174,12 +201,28 @@ class ExperimentCollection:
         return Experiment.start(self.project, path, params, quiet, disable_heartbeat)
 
     def list(self, filter: Callable[[Experiment], bool] | None = None) -> ExperimentList:
-        """All experiments, oldest first; `filter` keeps those it returns True for."""
+        """All experiments, oldest first; `filter` keeps those it returns True for.
+
+        An experiment the filter raises for is skipped with a warning, as in Keepsake, whose
+        documented `lambda e: e.best().step >= 50` raises for experiments with no best yet.
+        Strict mode does not raise: that is meant for failed writes, and this is expected use.
+        """
         experiments = self.project.catalog.list()
         if filter is not None:
-            experiments = [e for e in experiments if filter(e)]  # type: ignore[arg-type]
+            experiments = [e for e in experiments if _keeps(filter, e)]
         return ExperimentList(sorted(experiments, key=lambda e: e.created))
 
     def get(self, id_or_prefix: str) -> Experiment:
         """The experiment whose ID starts with `id_or_prefix` (any unambiguous prefix)."""
         return self.project.catalog.get(id_or_prefix)  # type: ignore[return-value]
+
+
+def _keeps(filter: Callable[[Experiment], bool], experiment) -> bool:
+    try:
+        return bool(filter(experiment))
+    except Exception as e:
+        runtime.warn(
+            f"failed to apply filter to experiment {experiment.short_id()} (skipped): "
+            f"{type(e).__name__}: {e}"
+        )
+        return False

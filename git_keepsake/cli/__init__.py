@@ -21,8 +21,16 @@ from .app import App, add_common_options
 ISSUES_URL = "https://github.com/git-keepsake/git-keepsake/issues"
 
 
+# Keepsake's names for our commands, so its scripts run unchanged: not listed among the
+# commands (as Keepsake doesn't list them either), named once in the main help.
+ALIASES = {"list": "ls", "delete": "rm", "processes": "ps"}
+
+
 class KeepsakeGroup(click.Group):
     """Turns library errors into `error: ...` + `hint: ...` and exit 1; ^C into 130."""
+
+    def get_command(self, ctx, cmd_name):
+        return super().get_command(ctx, ALIASES.get(cmd_name, cmd_name))
 
     def invoke(self, ctx):
         try:
@@ -68,7 +76,8 @@ def cli(ctx, repository, project_directory, verbose, color):
 
     Experiments are recorded by `git_keepsake.init()` and `experiment.checkpoint()` in a
     training script; these commands list, compare and restore them. IDs may be any
-    unambiguous prefix of an experiment or checkpoint ID.
+    unambiguous prefix of an experiment or checkpoint ID. Keepsake's command names work
+    too: list (ls), delete (rm), processes (ps).
 
     \b
     Example:
