@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from .metadata import is_id
+from .store.journal import write_durably
 
 
 class Tombstones:
@@ -25,16 +26,7 @@ class Tombstones:
     def add(self, experiment_id: str) -> None:
         """Record a removal, durably: it must outlive this process and a power cut."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.folder / experiment_id, os.O_WRONLY | os.O_CREAT, 0o644)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        folder = os.open(self.folder, os.O_RDONLY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
+        write_durably(self.folder / experiment_id, b"")
 
     def ids(self) -> set[str]:
         try:
