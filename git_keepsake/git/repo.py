@@ -256,11 +256,12 @@ class GitRepo:
     ) -> pygit2.IndexEntry | None:
         """The file's index entry; None if it is untracked and over `max_file_size`. Another
         process may rewrite or delete the file meanwhile (parallel runs in one folder): a read
-        that fails while the file changes is tried again; a file that vanished or kept changing
-        raises _Unstable. A failure with the file unchanged is git's, and is raised."""
+        that fails is tried again; a file that vanished or kept changing raises _Unstable. A
+        read that failed every time with the file unchanged is git's failure, and is raised."""
         full = os.path.join(self.repo.workdir, path)
         if tracked is not None and not flags & (_CHANGED_IN_WORK_TREE | _DELETED_IN_WORK_TREE):
             return pygit2.IndexEntry(path, tracked.id, tracked.mode)  # as staged = as on disk
+        steady: Exception | None = None  # the last failure, while the file looked unchanged
         for attempt in range(READ_ATTEMPTS):
             try:
                 before = os.lstat(full)
@@ -276,10 +277,14 @@ class GitRepo:
                     return pygit2.IndexEntry(path, self.repo.create_blob(target), _LINK)
                 mode = _EXECUTABLE if before.st_mode & 0o111 else _FILE
                 return pygit2.IndexEntry(path, self.repo.create_blob_fromdisk(full), mode)
-            except (OSError, pygit2.GitError, KeyError):  # pygit2 < 1.20: a bare KeyError
-                if _unchanged(full, before):
-                    raise
+            except (OSError, pygit2.GitError, KeyError) as e:  # pygit2 < 1.20: a bare KeyError
+                # Timestamps tick coarsely (a few ms): a file truncated and rewritten within
+                # one tick looks unchanged, so every failure is tried again; only one that
+                # failed each time with the file looking unchanged is git's own.
+                steady = e if _unchanged(full, before) and (attempt == 0 or steady) else None
                 time.sleep(0.01 * (attempt + 1))
+        if steady is not None:
+            raise steady
         raise _Unstable(path)
 
     def _repo_path(self, rel: str) -> str:
