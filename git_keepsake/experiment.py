@@ -3,12 +3,15 @@ recording (`checkpoint()`, `flush()`, `stop()`) and plotting."""
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import recording, runtime
+from .catalog import check_prefix
 from .checkpoint import Checkpoint, CheckpointList
+from .errors import Ambiguous, NotFound
 from .records import CheckpointRecord, ExperimentRecord
 from .runtime import never_breaks_training
 
@@ -92,13 +95,16 @@ class Experiment(ExperimentRecord):
         what is not written stays staged, for the next run or `git keepsake sync`, and this
         process waits for no more writes, at exit either."""
         if self in runtime.running:
-            runtime.running.discard(self)
-            assert self._recording is not None
+            live = next(e for e in runtime.running if e == self)  # self may be a snapshot
+            assert isinstance(live, Experiment) and live._recording is not None
             try:
-                recording.stop_recording(self._recording, self._project)
+                # Left in `running` until flushed: this process's reads still see it meanwhile.
+                recording.stop_recording(live._recording, self._project)
             except KeyboardInterrupt:
                 runtime.interrupt_waiting()
                 return
+            finally:
+                runtime.running.discard(self)
         if "writer" in vars(self._project):
             self._project.writer.raise_errors()
 
@@ -207,14 +213,51 @@ class ExperimentCollection:
         documented `lambda e: e.best().step >= 50` raises for experiments with no best yet.
         Strict mode does not raise: that is meant for failed writes, and this is expected use.
         """
-        experiments = self.project.catalog.list()
+        found = {e.id: e for e in self.project.catalog.list()}
+        found.update(_live(self.project))  # this process's own, newer than what is written
+        experiments = list(found.values())
         if filter is not None:
             experiments = [e for e in experiments if _keeps(filter, e)]
         return ExperimentList(sorted(experiments, key=lambda e: e.created))
 
     def get(self, id_or_prefix: str) -> Experiment:
         """The experiment whose ID starts with `id_or_prefix` (any unambiguous prefix)."""
-        return self.project.catalog.get(id_or_prefix)  # type: ignore[return-value]
+        live = _live(self.project)
+        prefix = check_prefix(id_or_prefix, "experiment")
+        matches = [e for i, e in live.items() if i.startswith(prefix)]
+        try:
+            stored = self.project.catalog.get(id_or_prefix)
+        except NotFound:
+            if len(matches) != 1:
+                raise
+            return matches[0]
+        if stored.id in live and len(matches) == 1:
+            return live[stored.id]
+        if matches and matches != [live.get(stored.id)]:
+            raise Ambiguous(
+                f"{id_or_prefix!r} matches more than one experiment",
+                hint="give more characters of the ID",
+            )
+        return stored  # type: ignore[return-value]
+
+
+def _live(project: Workspace) -> dict[str, Experiment]:
+    """Snapshots of the experiments this process records into `project`'s repository: the
+    background writer may not have written their metadata yet, and a script reading its own
+    run must see it (Keepsake 0.4.2 wrote metadata synchronously). A copy, so a reader can't
+    change what is recorded; a forked child has none (runtime forgets them)."""
+    out = {}
+    for live in list(runtime.running):
+        if not isinstance(live, Experiment) or live._project.repository.url != (
+            project.repository.url  # resolved: a relative URL names each project's own folder
+        ):
+            continue
+        # to_json() takes the lock; its dicts are the live ones (params, metrics): copied.
+        snapshot = project._build_experiment(copy.deepcopy(live.to_json()))
+        assert isinstance(snapshot, Experiment)
+        snapshot._recording = live._recording  # checkpoint()/is_pending() act on the run
+        out[live.id] = snapshot
+    return out
 
 
 def _keeps(filter: Callable[[Experiment], bool], experiment) -> bool:
