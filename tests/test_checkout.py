@@ -371,7 +371,7 @@ def test_force_overwrites_without_asking(changed, project, monkeypatch, capsys):
 
 def test_without_a_terminal_it_refuses_and_hints_at_f(changed, project, monkeypatch, capsys):
     before = state(project)
-    monkeypatch.setattr(sys, "stdin", io.StringIO("y\n"))  # piped input is not an answer
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # a pipe with no answer in it
     code, _, err = cli(capsys, changed.id)
     assert code == 1
     assert_one_error(err, f"error: 2 file(s) in {project} would be overwritten")

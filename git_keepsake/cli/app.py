@@ -66,11 +66,16 @@ class App:
         """A message on stderr; messages quote names and paths from the repository."""
         click.echo(printable(text, lines=True), err=True, color=self.color)
 
-    def confirm(self, question: str, refusal: str, hint: str) -> bool:
-        """Ask on stderr. Only a terminal can answer: without one (a pipe, /dev/null, CI) this
-        is a refusal with `hint`, never a silent yes, and `yes |` does not overwrite work."""
+    def confirm(self, question: str, refusal: str, hint: str, piped: bool = False) -> bool:
+        """Ask on stderr. Without a terminal (a pipe, /dev/null, CI) no answer is a refusal
+        with `hint`, never a silent yes. With `piped`, a line on stdin answers, as Keepsake's
+        scripts do (`echo y | keepsake checkout ID`); otherwise `yes |` does not answer."""
         if sys.stdin is None or not sys.stdin.isatty():
-            raise InvalidArgument(refusal, hint=hint)
+            line = sys.stdin.readline() if piped and sys.stdin is not None else ""
+            if not line.strip():
+                raise InvalidArgument(refusal, hint=hint)
+            click.echo(f"{question} [y/N]: {line.strip()}", err=True)
+            return line.strip().lower() in ("y", "yes")
         try:
             return click.confirm(question, default=False, err=True)
         except click.exceptions.Abort:

@@ -31,7 +31,8 @@ def checkout(app: App, id, output_directory, force, path):
 
     Code comes from the experiment's git snapshot when the repository has it, else from blob
     storage; checkpoint files from blob storage. Existing files that differ are listed and
-    overwritten only when confirmed (or with -f); nothing is ever deleted.
+    overwritten only when confirmed (or with -f); without a terminal, a line on standard
+    input answers (`echo y | git keepsake checkout ID`). Nothing is ever deleted.
 
     \b
     Example:
@@ -65,6 +66,7 @@ def checkout(app: App, id, output_directory, force, path):
                 f"Overwrite {len(conflicts)} changed file(s)?",
                 refusal=refusal.message,
                 hint="use -f to overwrite them",
+                piped=True,
             ):
                 raise CheckoutError("checkout cancelled: nothing was written")
         result = plan.apply()

@@ -79,10 +79,10 @@ def ps(app: App, as_json, quiet, all_params, filters, sort, limit):
     Example:
         git keepsake ps
     """
-    _run(app, as_json, quiet, all_params, ("status = running", *filters), sort, limit)
+    _run(app, as_json, quiet, all_params, ("status = running", *filters), sort, limit, running=True)
 
 
-def _run(app: App, as_json, quiet, all_params, filters, sort, limit) -> None:
+def _run(app: App, as_json, quiet, all_params, filters, sort, limit, running=False) -> None:
     from ..filters import apply_filters, sort_experiments
 
     experiments = app.project.experiments.list()
@@ -93,6 +93,8 @@ def _run(app: App, as_json, quiet, all_params, filters, sort, limit) -> None:
         click.echo("".join(e.id + "\n" for e in experiments), nl=False)
     elif as_json:
         click.echo(json.dumps([ls_json(e) for e in experiments], indent=2))
+    elif not experiments and running and len(filters) == 1:
+        app.out("no running experiments")  # Keepsake's words, on stdout as it printed them
     elif not experiments:
         app.say("no experiments" + (" match the filters" if filters else " yet"))
     else:
