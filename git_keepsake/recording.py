@@ -19,7 +19,7 @@ from typing import Any
 
 from . import metadata
 from .errors import BucketNotFound, GitError, InvalidArgument, KeepsakeError, StorageError
-from .records import CheckpointRecord, ExperimentRecord, GitInfo
+from .records import COMMAND_LINE_FIELD, CheckpointRecord, ExperimentRecord, GitInfo
 from .runtime import say, warn_or_raise
 from .store.layout import CHECKPOINTS, EXPERIMENTS, Repository
 from .store.publish import Publication, Recording
@@ -56,6 +56,7 @@ def start_experiment(
         python_version=platform.python_version(),
         python_packages=imported_packages(),
         keepsake_version=__version__,
+        extra={COMMAND_LINE_FIELD: _command_line()},
     )
     workspace.keep_repository_out_of_git()
     experiment.git = _snapshot_in_git(workspace, experiment, rel, files, quiet)
@@ -399,13 +400,14 @@ def _brief(metrics: dict[str, Any] | None) -> str:
 
 
 def _command() -> str:
-    """How this run was started, to paste back into a shell. Keepsake recorded sys.argv,
-    which for `python train.py` is just "train.py" and for `python -c ...` just "-c"; with a
-    script or -c, the interpreter's own command line says it (`accelerate launch x.py` and
-    other console scripts are their own argv[0]: kept)."""
-    argv = sys.argv
-    if argv and (argv[0] in ("-c", "") or argv[0].endswith(".py")):
-        argv = getattr(sys, "orig_argv", argv)
+    """What Keepsake 0.4.2 recorded as `command`: sys.argv, shell-quoted (`train.py --lr 0.1`)."""
+    return " ".join(map(shlex.quote, sys.argv))
+
+
+def _command_line() -> str:
+    """The interpreter's whole command line (`/venv/bin/python -m pkg.train --lr 0.1`), which
+    `command` (sys.argv) lacks for -m, -c and interpreter flags: what re-runs the experiment."""
+    argv = [sys.executable, *getattr(sys, "orig_argv", [sys.executable, *sys.argv])[1:]]
     return " ".join(map(shlex.quote, argv))
 
 

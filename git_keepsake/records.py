@@ -15,6 +15,8 @@ from typing import Any
 
 from . import metadata
 
+# Our field: the interpreter's command line, to re-run it (`command` is sys.argv, as Keepsake).
+COMMAND_LINE_FIELD = "command_line"
 GIT_FIELD = "git"  # our field in the experiment JSON (Keepsake 0.4.2 ignores unknown fields)
 _EXPERIMENT_FIELDS = frozenset(metadata.EXPERIMENT_FIELDS)
 
@@ -376,6 +378,12 @@ class ExperimentRecord(_Record):
         if self._alive is not None:
             return self._alive
         return self._project is not None and self._project.is_running(self.id)
+
+    @property
+    def command_line(self) -> str | None:
+        """How to run it again: the interpreter's command line (ours), else Keepsake's command."""
+        value = self._extra.get(COMMAND_LINE_FIELD)
+        return value if isinstance(value, str) and value else self.command
 
     def status(self) -> str:
         """ "running", "stopped", or "not uploaded" (see `uploaded`)."""

@@ -124,7 +124,9 @@ def test_checkout_restores_code_from_git_and_weights_byte_identical(code_project
     assert f"best checkpoint {chk.short_id()}" in err
     assert "code from the git snapshot" in err
     assert f"Checked out to {out}: 5 file(s) written, 0 unchanged" in err
-    assert err.rstrip().splitlines()[-1] == f"To run it again: cd {out} && {experiment.command}"
+    assert (
+        err.rstrip().splitlines()[-1] == f"To run it again: cd {out} && {experiment.command_line}"
+    )
     assert no_staging_left(out)
 
 

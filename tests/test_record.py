@@ -335,6 +335,11 @@ def test_command_is_what_to_paste_back_into_a_shell(project):
     result = run_script("import runpy; runpy.run_path('train.py')", cwd=project)
     assert result.returncode == 0, result.stderr
     subprocess.run([sys.executable, "train.py", "--lr", "0.1"], cwd=project, check=True)
-    commands = [e.command for e in keepsake.experiments.list()]
-    assert commands[0].startswith(sys.executable + " -c ")  # not just "-c", as Keepsake had it
-    assert commands[1] == f"{sys.executable} train.py --lr 0.1"
+    experiments = keepsake.experiments.list()
+    # `command` is sys.argv, as Keepsake recorded it; `command_line` is what re-runs it.
+    assert [e.command for e in experiments] == [
+        "train.py",
+        "train.py --lr 0.1",
+    ]  # runpy sets argv[0]
+    assert experiments[0].command_line.startswith(sys.executable + " -c ")
+    assert experiments[1].command_line == f"{sys.executable} train.py --lr 0.1"

@@ -75,8 +75,8 @@ def checkout(app: App, id, output_directory, force, path):
         f"Checked out to {directory}: {len(result.written)} file(s) written, "
         f"{len(result.unchanged)} unchanged"
     )
-    if experiment.command:
-        app.say(f"To run it again: cd {shlex.quote(directory)} && {experiment.command}")
+    if experiment.command_line:
+        app.say(f"To run it again: cd {shlex.quote(directory)} && {experiment.command_line}")
     else:
         app.say("The command that started it was not recorded.")
 
