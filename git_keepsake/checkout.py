@@ -520,7 +520,7 @@ class _Planner:
             key = repository.tarball_name(CHECKPOINTS, checkpoint.id)
             raise NotFound(
                 f"the files of checkpoint {checkpoint.short_id()} are missing: {key} is not in "
-                f"{repository.url}",
+                f"{repository.url}{_recorded_elsewhere(experiment, repository.url)}",
                 hint="if it was recorded on another machine, its upload may not have finished",
             )
         return local
@@ -962,3 +962,11 @@ def _mb(n: int) -> str:
 
 def _written_before(written: list[str]) -> str:
     return f" ({len(written)} file(s) were written before that)" if written else ""
+
+
+def _recorded_elsewhere(experiment, url: str) -> str:
+    """Where the experiment was recorded, when not here: a teammate's per-clone storage."""
+    recorded = (experiment.config or {}).get("repository")
+    if not isinstance(recorded, str) or not recorded or recorded == url:
+        return ""
+    return f" (experiment {experiment.short_id()} was recorded to {recorded})"

@@ -107,6 +107,19 @@ class Experiment(ExperimentRecord):
                 runtime.running.discard(self)
         if "writer" in vars(self._project):
             self._project.writer.raise_errors()
+        self._tell_unpushed()
+
+    def _tell_unpushed(self) -> None:
+        """One line if experiments here are on no git remote yet; never fails the script."""
+        from .team import unpushed_line
+
+        try:
+            dirs = self._project.git_dirs
+            line = unpushed_line(dirs[1]) if dirs and self._project.is_own_repository else None
+        except Exception:  # a hint only
+            return
+        if line:
+            runtime.say(line)
 
     def is_running(self) -> bool:
         return self in runtime.running or super().is_running()

@@ -151,10 +151,12 @@ def _write(path: Path, text: str) -> None:
 def pre_push(remote: str, url: str) -> None:
     """What the hook runs: push experiments along with the branch, never stopping it."""
     from .sharing import not_adopted_line, push
+    from .team import per_clone_storage_line
     from .workspace import Workspace
 
+    workspace = Workspace(directory=Path.cwd())
     try:
-        pushed = push(Workspace(directory=Path.cwd()), remote or url)
+        pushed = push(workspace, remote or url)
     except Exception as e:  # a bug too: the branch push must not pay for it
         reason = e.message if isinstance(e, KeepsakeError) else f"{type(e).__name__}: {e}"
         say(f"experiments were not pushed to {remote}: {reason}")
@@ -172,6 +174,12 @@ def pre_push(remote: str, url: str) -> None:
     if line := not_adopted_line(pushed.not_adopted, remote):
         say(line)
     say(f"pushed {pushed.experiments} experiment(s) to {remote}")
+    try:
+        line = per_clone_storage_line(workspace)
+    except Exception:  # a warning only: the branch push goes on
+        line = None
+    if line:
+        say(f"warning: {line}")
 
 
 def pre_commit(environ: dict[str, str] | None = None) -> None:

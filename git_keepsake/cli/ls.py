@@ -105,6 +105,16 @@ def _run(app: App, as_json, quiet, all_params, filters, sort, limit, running=Fal
                 f"hint: {waiting} experiment(s) not uploaded to {app.project.repository.url} "
                 "yet (their writes failed, or are under way): git keepsake sync uploads them"
             )
+    _say_unpushed(app)
+
+
+def _say_unpushed(app: App) -> None:
+    from ..team import unpushed_line
+
+    project = app.project
+    dirs = project.git_dirs if project.is_own_repository else None
+    if dirs and (line := unpushed_line(dirs[1])):
+        app.say(f"hint: {line}")
 
 
 def ls_json(experiment: Experiment) -> dict[str, Any]:

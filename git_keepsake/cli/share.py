@@ -22,6 +22,7 @@ def push(app: App, remote):
     """
     from ..sharing import not_adopted_line
     from ..sharing import push as push_experiments
+    from ..team import per_clone_storage_line
 
     pushed = push_experiments(app.project, remote)
     for recovered in pushed.recovered:
@@ -41,6 +42,8 @@ def push(app: App, remote):
     if line := not_adopted_line(pushed.not_adopted, remote):
         click.echo(line)
     click.echo(f"pushed {pushed.experiments} experiment(s) to {remote}")
+    if line := per_clone_storage_line(app.project):
+        click.echo(f"warning: {line}", err=True)
 
 
 @click.command()
@@ -86,8 +89,11 @@ def install(app: App, force):
         GIT_KEEPSAKE_SKIP_PUSH=1 git push    # once without experiments
     """
     from ..hook import install as install_hook
+    from ..team import per_clone_storage_line
 
     click.echo(install_hook(app.work_dir(), force))
+    if line := per_clone_storage_line(app.project):
+        click.echo(f"warning: {line}", err=True)
 
 
 @click.command()

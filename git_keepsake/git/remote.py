@@ -44,14 +44,34 @@ def push(work_dir: Path, remote: str, notes_lease: str | None, push_notes: bool)
         args[3:3] = [f"--force-with-lease={NOTES_REF}:{notes_lease or ''}"]
         args.append(f"{NOTES_REF}:{NOTES_REF}")
     run_git(work_dir, *args)
+    record_pushed(work_dir, remote)
 
 
-def run_git(work_dir: Path, *args: str) -> str:
+def record_pushed(work_dir: Path, remote: str) -> None:
+    """What was pushed is now the remote's too: recorded as fetched, as git moves its
+    remote-tracking branches on push, so that "not on any remote" needs no network."""
+    into = fetched_prefix(remote) + "keepsake/"
+    listed = run_git(work_dir, "for-each-ref", "--format=%(objectname) %(refname)", NAMESPACE)
+    updates = "".join(
+        f"update {into}{name[len(NAMESPACE) :]} {sha}\n"
+        for sha, _, name in (line.partition(" ") for line in listed.splitlines())
+    )
+    if updates:
+        run_git(work_dir, "update-ref", "--stdin", input=updates)
+
+
+def run_git(work_dir: Path, *args: str, input: str | None = None) -> str:
     """The `git` binary's output; GitError with git's own first complaint if it fails."""
     env = {**os.environ, GUARD: "1", "GIT_TERMINAL_PROMPT": "0"}
     try:
         result = subprocess.run(
-            ["git", *args], cwd=work_dir, env=env, capture_output=True, text=True, check=False
+            ["git", *args],
+            cwd=work_dir,
+            env=env,
+            input=input,
+            capture_output=True,
+            text=True,
+            check=False,
         )
     except OSError as e:
         raise GitError(f"could not run git: {e}", hint="install git, and put it on PATH") from e
