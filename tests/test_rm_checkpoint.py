@@ -12,6 +12,8 @@ from git_keepsake import Project
 from git_keepsake.cli import main
 from git_keepsake.errors import NotFound
 
+from .reference import keepsake_python, requires_keepsake
+
 
 @pytest.fixture
 def run(capsys):
@@ -74,3 +76,17 @@ def test_show_and_checkout_of_a_checkpoint_whose_files_were_removed(git_project,
     assert code != 0
     assert f"the files of checkpoint {gone.short_id()} were removed" in err
     assert "Traceback" not in err
+
+
+@requires_keepsake
+def test_real_keepsake_still_reads_the_experiment(git_project, run):
+    experiment = _record(git_project)
+    assert run("rm", experiment.checkpoints[1].short_id(), "-f")[0] == 0
+    if not (git_project / "keepsake.yaml").exists():
+        (git_project / "keepsake.yaml").write_text(f'repository: "{Project().repository.url}"\n')
+    out = keepsake_python(
+        "import keepsake; e = keepsake.experiments.list()[0]; "
+        "print(len(e.checkpoints), e.checkpoints[1].metrics['loss'])",
+        git_project,
+    )
+    assert out.strip() == "2 0.3"
