@@ -331,6 +331,11 @@ def plan_checkout(
     if isinstance(target, str):
         target = project.catalog.find(target)
     experiment, checkpoint, reason = choose_checkpoint(target)
+    if isinstance(target, CheckpointRecord) and target.files_removed:
+        raise NotFound(
+            f"the files of checkpoint {target.short_id()} were removed (git keepsake rm)",
+            hint="its metrics and step are still recorded; check out another checkpoint",
+        )
     only = _clean_path(path)
     if "writer" in vars(project):
         project.writer.flush()  # this process recorded something: let its tarballs land first

@@ -27,13 +27,21 @@ class Checkpoint(CheckpointRecord):
             raise NotFound(f"checkpoint {self.short_id()} is not attached to an experiment")
         return self._experiment._project
 
-    def _tarball(self, stack: list) -> Path:
-        """A local path to this checkpoint's tarball (downloaded to a temp file if remote)."""
+    def _check_files(self) -> None:
+        if self.files_removed:
+            raise NotFound(
+                f"the files of checkpoint {self.short_id()} were removed (git keepsake rm)",
+                hint="its metrics and step are still recorded",
+            )
         if not self.path:
             raise NotFound(
                 f"checkpoint {self.short_id()} has no files",
                 hint="it was saved without checkpoint(path=...)",
             )
+
+    def _tarball(self, stack: list) -> Path:
+        """A local path to this checkpoint's tarball (downloaded to a temp file if remote)."""
+        self._check_files()
         workspace = self._workspace()
         if self._experiment is not None and self._experiment.is_pending(self):
             workspace.writer.flush()  # this process wrote it moments ago: let it land first
@@ -53,11 +61,7 @@ class Checkpoint(CheckpointRecord):
         or through a symlink, and a damaged tarball is a CorruptRepository."""
         from .checkout import checkout
 
-        if not self.path:
-            raise NotFound(
-                f"checkpoint {self.short_id()} has no files",
-                hint="it was saved without checkpoint(path=...)",
-            )
+        self._check_files()
         result = checkout(self._workspace(), self, output_directory, code=False, force=True)
         paths = sorted(result.written + result.unchanged)
         if not quiet:

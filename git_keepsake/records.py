@@ -110,6 +110,9 @@ class _Record:
             cls._family = cls
 
 
+FILES_REMOVED = "files_removed"
+
+
 class CheckpointRecord(_Record):
     """A checkpoint: metrics at a step, and a snapshot of `path` (weights, usually)."""
 
@@ -140,6 +143,15 @@ class CheckpointRecord(_Record):
     def experiment(self) -> Any:
         """The experiment this checkpoint belongs to (None if detached)."""
         return self._experiment
+
+    @property
+    def files_removed(self) -> bool:
+        """True once `git keepsake rm` deleted its files; its metrics stay. Recorded as an extra
+        JSON field, which Keepsake 0.4.2 ignores."""
+        return bool(self._extra.get(FILES_REMOVED))
+
+    def mark_files_removed(self) -> None:
+        self._extra[FILES_REMOVED] = True
 
     def primary_metric_value(self) -> float | None:
         """The value of this checkpoint's primary metric, or None if missing, NaN or non-numeric."""

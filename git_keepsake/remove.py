@@ -56,7 +56,7 @@ class Removal:
             return [f"experiment {e.short_id()} ({_params(e)}): " + ", ".join(parts)]
         return [
             f"checkpoint {c.short_id()} (step {c.step}) of experiment {e.short_id()}"
-            + (": its tarball and its entry in the metadata" if c.path else ": its metadata entry")
+            + (": its files (its metrics stay)" if c.path else ": nothing (it has no files)")
             for c in self.checkpoints
         ]
 
@@ -130,11 +130,15 @@ def _remove_checkpoints(
     checkpoints: list[CheckpointRecord],
     files: list[tuple[str, str]],
 ) -> None:
-    """Publish the experiment's metadata without them (storage and git), then delete their
-    tarballs."""
+    """Publish the experiment's metadata with them marked files_removed (storage and git), then
+    delete their tarballs. Their metrics and step stay, as Keepsake 0.4.2's delete left its
+    metadata alone: the metric curve stays whole. Marking first means a killed rm leaves at
+    worst an orphan tarball, never metadata claiming files that are gone."""
     gone = {c.id for c in checkpoints}
     _forget_staged(project, experiment.id, gone)
-    experiment.checkpoints = [c for c in experiment.checkpoints if c.id not in gone]
+    for c in experiment.checkpoints:
+        if c.id in gone and c.path:
+            c.mark_files_removed()
     repository, git = project.repository, project.git
     in_git = git.metadata_ref(experiment.id) if git is not None else None
     publication = Publication(

@@ -334,7 +334,7 @@ def test_diff_shows_code_stat_and_patch(git_project, pinned, monkeypatch, run):
     assert same.endswith("\nCode\n(no difference)\n")
 
 
-def test_rm_checkpoint_keeps_experiment_and_drops_its_entry(git_project, pinned, run):
+def test_rm_checkpoint_keeps_experiment_and_its_entry_marked(git_project, pinned, run):
     (git_project / "weights.bin").write_bytes(b"w" * 100)
     experiment = record({"lr": 0.1}, [0.5, 0.4], files="weights.bin")
     project = Project()
@@ -346,18 +346,17 @@ def test_rm_checkpoint_keeps_experiment_and_drops_its_entry(git_project, pinned,
     assert f"checkpoint {gone.short_id()} (step 1) of experiment {experiment.short_id()}" in err
     assert not storage.exists(f"checkpoints/{gone.id}.tar.gz")
     again = Project().experiments.get(experiment.id)
-    assert [c.id for c in again.checkpoints] == [experiment.checkpoints[0].id]
+    assert [c.id for c in again.checkpoints] == [c.id for c in experiment.checkpoints]
+    assert again.checkpoints[1].files_removed
     stored = json.loads(storage.get_bytes(f"metadata/experiments/{experiment.id}.json"))
-    assert [c["id"] for c in stored["checkpoints"]] == [experiment.checkpoints[0].id]
-    assert (
-        git(
-            "show",
-            f"refs/keepsake/metadata/{experiment.id}:.keepsake/experiment.json",
-            cwd=git_project,
-        ).count('"id"')
-        == 2
-    )  # the experiment and one checkpoint
-    assert run("ls", "--json")[1].count(gone.id) == 0
+    assert stored["checkpoints"][1]["files_removed"] is True
+    in_git = git(
+        "show",
+        f"refs/keepsake/metadata/{experiment.id}:.keepsake/experiment.json",
+        cwd=git_project,
+    )
+    assert json.loads(in_git)["checkpoints"][1]["files_removed"] is True
+    assert gone.id in run("ls", "--json")[1]  # still its best and latest
 
 
 def test_rm_experiment_removes_refs_note_metadata_and_tarballs(git_project, pinned, run):

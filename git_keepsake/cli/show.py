@@ -111,7 +111,7 @@ def render_experiment(app: App, experiment: Experiment) -> str:
             c.short_id(),
             "" if c.step is None else str(c.step),
             c.created.astimezone().strftime("%Y-%m-%d %H:%M:%S"),
-            c.path or "",
+            "(files removed)" if c.files_removed else c.path or "",
             *(metric_text((c.metrics or {})[n]) if n in (c.metrics or {}) else "" for n in names),
         ]
         for c in checkpoints
@@ -127,7 +127,10 @@ def render_checkpoint(app: App, checkpoint: Checkpoint) -> str:
     experiment = checkpoint.experiment
     pairs = [
         ("Created", absolute_time(checkpoint.created)),
-        ("Path", checkpoint.path or "(no files)"),
+        (
+            "Path",
+            "(files removed)" if checkpoint.files_removed else checkpoint.path or "(no files)",
+        ),
         ("Step", "" if checkpoint.step is None else str(checkpoint.step)),
     ]
     if checkpoint.primary_metric:
