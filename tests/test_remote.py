@@ -112,7 +112,8 @@ def test_diff_and_checkpoint_rm_on_a_bucket(scheme, project, tmp_path):
     rm = cli("rm", "-f", first_checkpoint[:8], "-R", url, cwd=tmp_path)
     assert rm.returncode == 0, rm.stderr
     experiment = Project(repository=url, directory=tmp_path).experiments.get(ids[0][0])
-    assert [c.id for c in experiment.checkpoints] == ids[0][1][1:]
+    assert [c.id for c in experiment.checkpoints] == ids[0][1]  # metrics stay, as in Keepsake
+    assert [c.files_removed for c in experiment.checkpoints] == [True, False]
     assert not open_storage(url, tmp_path).exists(f"checkpoints/{first_checkpoint}.tar.gz")
 
 
